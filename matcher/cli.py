@@ -1,0 +1,225 @@
+"""The `matcher` command line (contracts/cli.md). Parses arguments and calls the library.
+
+Exit codes: 0 ok, 1 failure (one line, no traceback unless --debug), 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from dataclasses import replace
+
+from .config import MatchConfig, RunConfig, ShardConfig, SimConfig
+from .errors import MatcherError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(kind):
+    def conv(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return v
+
+    return conv
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return v
+
+
+def _prob(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1: {text!r}")
+    return v
+
+
+def _drivers(text: str):
+    return int(text) if text.isdigit() else text
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    s, m = SimConfig(), MatchConfig()
+    p.add_argument("trace", help="trace: a Parquet file or a folder of Parquet files")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--drivers", type=_drivers, default=None,
+                   help="a driver file (Parquet) or a count to synthesise "
+                        "(default: one per 10 requests of the busiest hour)")
+    p.add_argument("--window", type=_positive(float), default=s.window_s, help="batch window in seconds (default %(default)s)")
+    p.add_argument("--shards", type=_positive(int), default=1, help="number of geohash shards (default 1)")
+    p.add_argument("--backend", choices=("inprocess", "ray"), default=None,
+                   help="shard backend (default: inprocess for 1 shard, ray for more)")
+    p.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded local Ray)")
+    p.add_argument("--num-cpus", type=_positive(float), default=ShardConfig.num_cpus, help="CPUs per shard actor (default %(default)s)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--record-locations", action="store_true", help="write driver location history to OUT/locations/")
+    g = p.add_argument_group("models")
+    g.add_argument("--patience", type=_positive(float), default=s.patience_s, help="rider patience, s (default %(default)s)")
+    g.add_argument("--accept-prob", type=_prob, default=s.accept_prob, help="driver acceptance probability (default %(default)s)")
+    g.add_argument("--offer-timeout", type=_positive(float), default=s.offer_timeout_s, help="offer timeout, s (default %(default)s)")
+    g.add_argument("--cancel-base", type=_prob, default=s.cancel_base, help="rider cancel probability after match, base (default %(default)s)")
+    g.add_argument("--cancel-per-min", type=_prob, default=s.cancel_per_min, help="... plus this per minute of pickup ETA (default %(default)s)")
+    g.add_argument("--gps-dropout-rate", type=float, default=s.gps_dropout_rate_per_h, help="GPS dropouts per driver-hour (default %(default)s)")
+    g.add_argument("--speed", type=_positive(float), default=s.trip_speed_mps, help="city speed, m/s (default %(default)s)")
+    g.add_argument("--radius", type=_positive(float), default=m.radius_m, help="candidate radius, m (default %(default)s)")
+    g.add_argument("--k", type=_positive(int), default=m.k, help="candidates per request (default %(default)s)")
+    g.add_argument("--gps-timeout", type=_positive(float), default=m.gps_timeout_s, help="stale after this many silent seconds (default %(default)s)")
+
+
+def config_from_args(a: argparse.Namespace, policy: str = "batch", window: float | None = None) -> RunConfig:
+    """The one place options become config."""
+    backend = a.backend or ("ray" if a.shards > 1 else "inprocess")
+    sim = SimConfig(
+        policy=policy,
+        window_s=window if window is not None else a.window,
+        patience_s=a.patience,
+        accept_prob=a.accept_prob,
+        offer_timeout_s=a.offer_timeout,
+        cancel_base=a.cancel_base,
+        cancel_per_min=a.cancel_per_min,
+        gps_dropout_rate_per_h=a.gps_dropout_rate,
+        trip_speed_mps=a.speed,
+        seed=a.seed,
+    )
+    base = MatchConfig()
+    match = replace(base, radius_m=a.radius, k=a.k, k_search=max(base.k_search, 2 * a.k), gps_timeout_s=a.gps_timeout,
+                    eta=replace(base.eta, city_speed_mps=a.speed))
+    shard = ShardConfig(shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus)
+    return RunConfig(trace=a.trace, out=a.out, drivers=a.drivers, sim=sim, match=match, shard=shard,
+                     record_locations=a.record_locations, quiet=a.quiet)
+
+
+def _cmd_replay(a) -> int:
+    from .replay import run_replay
+    from .summary_text import format_summary
+
+    summary = run_replay(config_from_args(a, policy=a.policy))
+    if not a.quiet:
+        print(format_summary([summary]))
+    return 0
+
+
+def _cmd_compare(a) -> int:
+    from .compare import parse_policies, run_compare
+
+    policies = parse_policies(a.policies)
+    run_compare(a, policies, config_from_args)
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from .report import build_report
+
+    path = build_report(a.dir)
+    print(path)
+    return 0
+
+
+def _cmd_import(a) -> int:
+    from .importers import IMPORTERS
+
+    report = IMPORTERS[a.source](a.files, a.out, day=a.day)
+    print(report)
+    return 0
+
+
+def _cmd_synth(a) -> int:
+    from .synth import synthesize
+
+    print(synthesize(out=a.out, drivers_out=a.drivers_out, drivers=a.drivers, requests_per_s=a.requests_per_s,
+                     hours=a.hours, seed=a.seed, cities=a.cities))
+    return 0
+
+
+def _cmd_validate(a) -> int:
+    from .trace import validate
+
+    report = validate(a.trace, drivers=a.drivers)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="matcher", description="Batch matching for ride-hailing dispatch, on Ray.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("replay", help="replay a trace and write a run folder")
+    _run_options(r)
+    r.add_argument("--policy", choices=("batch", "greedy"), default="batch", help="matching policy (default batch)")
+    r.set_defaults(func=_cmd_replay)
+
+    c = sub.add_parser("compare", help="replay one trace under several policies")
+    _run_options(c)
+    c.add_argument("--policies", default="greedy,batch:2,batch:10", help="comma list: greedy, batch:SECONDS (default %(default)s)")
+    c.set_defaults(func=_cmd_compare)
+
+    rep = sub.add_parser("report", help="(re)build DIR/report.html")
+    rep.add_argument("dir")
+    rep.set_defaults(func=_cmd_report)
+
+    imp = sub.add_parser("import", help="convert public trip data to a trace")
+    imp.add_argument("source", choices=("nyc-uber-2014", "tlc-yellow"))
+    imp.add_argument("files", nargs="+")
+    imp.add_argument("--out", required=True, help="trace file to write (.parquet)")
+    imp.add_argument("--day", default=None, metavar="YYYY-MM-DD",
+                     help="keep only the trips whose local (New York) pickup date is this day")
+    imp.set_defaults(func=_cmd_import)
+
+    sy = sub.add_parser("synth", help="generate a synthetic city")
+    sy.add_argument("--out", required=True, help="trace file to write")
+    sy.add_argument("--drivers-out", required=True, help="driver file to write")
+    sy.add_argument("--drivers", type=_positive(int), default=5000)
+    sy.add_argument("--requests-per-s", type=_positive(float), default=5.0)
+    sy.add_argument("--hours", type=_positive(float), default=1.0)
+    sy.add_argument("--seed", type=_non_negative_int, default=0)
+    sy.add_argument("--cities", type=_positive(int), default=1,
+                    help="spread the rate and the fleet over this many cities around the world (default 1)")
+    sy.set_defaults(func=_cmd_synth)
+
+    v = sub.add_parser("validate", help="check a trace; exit 1 if it would be rejected")
+    v.add_argument("trace")
+    v.add_argument("--drivers", default=None, help="also check this driver file")
+    v.set_defaults(func=_cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MatcherError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"matcher: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("matcher: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the contract: one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"matcher: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Every tunable of the project, as frozen dataclasses with their defaults.
+
+Read once at the edge (the CLI or a job entrypoint) and passed down; nothing
+below the edge reads the environment or argv.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Vehicle and ride types travel as small integer codes in every hot array.
+VEHICLE_TYPES: tuple[str, ...] = ("uberx", "xl", "black")
+RIDE_TYPES: tuple[str, ...] = ("uberx", "pool", "xl", "black")
+
+# ride type -> vehicle types that may serve it (contracts/trace.md)
+DEFAULT_COMPAT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("uberx", ("uberx", "xl")),
+    ("pool", ("uberx", "xl")),
+    ("xl", ("xl",)),
+    ("black", ("black",)),
+)
+
+
+@dataclass(frozen=True)
+class EtaConfig:
+    """Straight-line pickup ETA: distance x detour / speed, plus a turnaround penalty."""
+
+    city_speed_mps: float = 7.0  # ~25 km/h door-to-door average in a dense city
+    detour_factor: float = 1.3  # road distance / great-circle distance
+    turnaround_s: float = 60.0  # full U-turn cost for a driver heading straight away
+    moving_mps: float = 1.0  # below this speed the heading means nothing
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    radius_m: float = 2000.0
+    k: int = 20  # candidates kept per request (the k cheapest by ETA)
+    k_search: int = 40  # nearest drivers examined per request before keeping the k cheapest
+    gps_timeout_s: float = 30.0  # a driver silent this long is stale and never matched
+    unmatched_base_s: float = 900.0  # cost of "stay unmatched this tick" ...
+    unmatched_per_wait: float = 1.0  # ... plus this many seconds per second already waited
+    dense_max_cells: int = 40_000  # compact matrices up to this size go to dense LSA (measured faster)
+    compat: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_COMPAT
+    eta: EtaConfig = field(default_factory=EtaConfig)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The world the matcher is replayed against (all times in seconds)."""
+
+    policy: str = "batch"  # batch | greedy
+    window_s: float = 2.0  # batch tick; greedy reacts every greedy_step_s
+    greedy_step_s: float = 1.0
+    patience_s: float = 300.0  # unmatched this long -> expire
+    accept_prob: float = 0.9
+    response_s: float = 6.0  # mean time a driver takes to answer an offer
+    offer_timeout_s: float = 20.0  # no answer by then -> decline
+    cancel_base: float = 0.02  # rider cancel after match: base probability ...
+    cancel_per_min: float = 0.02  # ... plus this per minute of pickup ETA (capped at 0.5)
+    ping_interval_s: float = 4.0
+    gps_dropout_rate_per_h: float = 0.05  # per online driver-hour
+    gps_dropout_mean_s: float = 120.0
+    trip_speed_mps: float = 7.0  # in-trip speed when the trace has no duration
+    dwell_s: float = 30.0  # boarding time at the pickup
+    driver_fault_rate_per_h: float = 0.02  # a driver drops off the network (mid-ride: the ride is cancelled)
+    fault_offline_s: float = 600.0  # ... and comes back this much later
+    reposition: bool = True  # idle drivers head back toward recent demand
+    reposition_lookback: int = 200  # ... the pickup of one of the last this many requests
+    seed: int = 0
+
+    @property
+    def step_s(self) -> float:
+        return self.window_s if self.policy == "batch" else self.greedy_step_s
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    shards: int = 1
+    backend: str = "inprocess"  # inprocess | ray
+    address: str | None = None  # Ray address; None starts an embedded local Ray
+    num_cpus: float = 0.5  # per shard actor
+    max_restarts: int = 3
+    tick_timeout_s: float = 30.0
+    region_precision: int = 4  # regions are geohash prefixes of this length ...
+    halo_precision: int = 5  # ... halo cells of this one (must be >= radius in both directions)
+    vnodes: int = 160  # virtual nodes per shard on the consistent-hash ring
+    hot_split_load: int = 0  # pending requests per region per tick that split it (0: never)
+    solve_budget_ms: float = 1000.0  # a shard whose optimal solve takes longer falls back to greedy
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    trace: str
+    out: str
+    drivers: str | int | None = None  # FILE, a count, or None for the default fleet size
+    sim: SimConfig = field(default_factory=SimConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    record_locations: bool = False
+    quiet: bool = False
+    label: str | None = None

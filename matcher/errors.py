@@ -1,0 +1,12 @@
+"""The one exception type the command line turns into a one-line message."""
+
+
+class MatcherError(Exception):
+    """A user-facing failure: bad input file, bad option value, unreadable trace.
+
+    The CLI prints ``matcher: <message>`` and exits 1; no traceback unless --debug.
+    """
+
+
+class TraceError(MatcherError):
+    """A trace or driver file that cannot be used at all (names the file and the problem)."""
