@@ -42,7 +42,9 @@ class TickInput:
     drop_keys: np.ndarray  # drivers that left this shard (handoff out / halo exit)
     requests: RequestBatch
     policy: str = "batch"
-    budget_ms: float = float("inf")  # solve time budget; past it the shard falls back to greedy
+    budget_ms: float = float("inf")  # predicted solve time past this: the shard uses greedy this tick
+    reset: bool = False  # the pings are the shard's whole state: start from an empty table
+    expect_state: bool = False  # the shard should already hold drivers (else it lost them: restarted)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class TickOutput:
     solve_ms: float = 0.0
     fallback: bool = False
     drivers: int = 0
+    restarted: bool = False  # the shard came back empty; nothing was solved
 
 
 class ShardState:
@@ -95,11 +98,20 @@ class ShardState:
         self.eta = StraightLineEta(cfg.eta)
         self.table = DriverTable()
         self._last: TickOutput | None = None  # result of the latest tick, for idempotent retries
+        self._fresh = True  # no tick applied since construction
+        self._ms_per_edge = 0.0  # learned batch solve speed, for the time budget
 
     def tick(self, inp: TickInput) -> TickOutput:
-        if self._last is not None and self._last.tick == inp.tick:
+        if self._last is not None and self._last.tick == inp.tick and not inp.reset:
             return self._last
+        if inp.expect_state and self._fresh and not inp.reset:
+            # constructed again (a crash and a restart): say so, change nothing
+            return TickOutput(inp.tick, self.shard, Matches.empty(), Matches.empty(), np.empty(0, np.int64),
+                              len(inp.requests), restarted=True)
         t0 = time.perf_counter()
+        if inp.reset:
+            self.table = DriverTable()
+        self._fresh = False
         self.table.remove(inp.drop_keys)
         refusals = self.table.apply_pings(inp.pings)
         out = self._solve(inp)
@@ -119,20 +131,25 @@ class ShardState:
             border = np.unique(comp_row[t.shared[rows]])
             local_req = ~np.isin(comp_req, border)
         loc = local_req[cand.req]
-        e = Edges(cand.req[loc], cand.row[loc], cand.cost[loc])
+        # columns are driver keys, not table rows: exact cost ties then resolve the same way
+        # here, in a rebuilt table and in the coordinator's solve
+        e = Edges(cand.req[loc], t.key[cand.row[loc]], cand.cost[loc])
         fallback = False
         if inp.policy == "greedy":
-            drow = _greedy_rows(n, e, t, reqs)
+            dkey, _ = solve_greedy(n, e, greedy_order(reqs))
+        elif self._ms_per_edge * len(e) > inp.budget_ms:
+            # the optimal solve would blow the tick budget: keep the tick alive with greedy
+            dkey, _ = solve_greedy(n, e, greedy_order(reqs))
+            fallback = True
         else:
             t0 = time.perf_counter()
             pen = unmatched_penalty(reqs.wait_s, self.cfg.unmatched_base_s, self.cfg.unmatched_per_wait)
-            drow, _ = solve_batch(n, e, pen, self.cfg.dense_max_cells)
-            if (time.perf_counter() - t0) * 1e3 > inp.budget_ms:
-                # the optimal solve blew the tick budget: keep the tick alive with greedy
-                drow = _greedy_rows(n, e, t, reqs)
-                fallback = True
-        ri = np.flatnonzero(drow >= 0)
-        rows = drow[ri]
+            dkey, _ = solve_batch(n, e, pen, self.cfg.dense_max_cells)
+            if len(e) >= 1000:  # learn the solver's speed on ticks big enough to measure
+                per = (time.perf_counter() - t0) * 1e3 / len(e)
+                self._ms_per_edge = per if self._ms_per_edge == 0 else 0.8 * self._ms_per_edge + 0.2 * per
+        ri = np.flatnonzero(dkey >= 0)
+        rows = t.rows_of(dkey[ri])
         t.set_status(rows, DriverStatus.OFFERED)
         # eta/dist of each chosen edge
         pair = cand.req * (t.n + 1) + cand.row
@@ -142,14 +159,6 @@ class ShardState:
         d = ~loc
         deferred = Matches(reqs.idx[cand.req[d]], t.key[cand.row[d]], cand.cost[d], cand.dist[d], t.lat[cand.row[d]], t.lng[cand.row[d]])
         return TickOutput(inp.tick, self.shard, matches, deferred, reqs.idx[~local_req], n, fallback=fallback)
-
-
-def _greedy_rows(n: int, e: Edges, t: DriverTable, reqs: RequestBatch) -> np.ndarray:
-    """Greedy over driver rows with cost ties broken by driver key, not by table row, as
-    find_candidates and the coordinator (whose columns are keys) do: otherwise an exact
-    tie could resolve differently here and in a global solve."""
-    dkey, _ = solve_greedy(n, Edges(e.req, t.key[e.col], e.cost), greedy_order(reqs))
-    return t.rows_of(dkey)  # -1 stays -1
 
 
 def greedy_order(reqs: RequestBatch) -> np.ndarray:
