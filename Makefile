@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/matcher compare $(SAMPLE) --out runs/demo --policies greedy,batch:2 --drivers 150
+	@echo "report: runs/demo/report.html"
+	$(BIN)/matcher replay data/synth-small.parquet --drivers data/synth-small-drivers.parquet \
+	    --out runs/demo-ray --shards 2 --backend ray --num-cpus 0.5
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
