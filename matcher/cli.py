@@ -52,13 +52,18 @@ def _prob(text: str) -> float:
 
 
 def _drivers(text: str):
-    return int(text) if text.isdigit() else text
+    if text.lstrip("+-").isdigit():  # a count (a wrong one is a bad argument: exit 2, not 1)
+        v = int(text)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return v
+    return text
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
     s, m = SimConfig(), MatchConfig()
-    p.add_argument("trace", help="trace: a Parquet file or a folder of Parquet files")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("trace", nargs="?" if resumable else None, help="trace: a Parquet file or a folder of Parquet files")
+    p.add_argument("--out", required=not resumable, help="output folder")
     p.add_argument("--drivers", type=_drivers, default=None,
                    help="a driver file (Parquet) or a count to synthesise "
                         "(default: one per 10 requests of the busiest hour)")
@@ -71,6 +76,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-locations", action="store_true", help="write driver location history to OUT/locations/")
+    p.add_argument("--checkpoint-every", type=float, default=RunConfig.checkpoint_every_s,
+                   help="simulated seconds between checkpoints, 0 for none (default %(default)s)")
     g = p.add_argument_group("models")
     g.add_argument("--patience", type=_positive(float), default=s.patience_s, help="rider patience, s (default %(default)s)")
     g.add_argument("--accept-prob", type=_prob, default=s.accept_prob, help="driver acceptance probability (default %(default)s)")
@@ -104,14 +111,19 @@ def config_from_args(a: argparse.Namespace, policy: str = "batch", window: float
                     eta=replace(base.eta, city_speed_mps=a.speed))
     shard = ShardConfig(shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus)
     return RunConfig(trace=a.trace, out=a.out, drivers=a.drivers, sim=sim, match=match, shard=shard,
-                     record_locations=a.record_locations, quiet=a.quiet)
+                     record_locations=a.record_locations, quiet=a.quiet, checkpoint_every_s=a.checkpoint_every)
 
 
 def _cmd_replay(a) -> int:
-    from .replay import run_replay
+    from .replay import resume_replay, run_replay
     from .summary_text import format_summary
 
-    summary = run_replay(config_from_args(a, policy=a.policy))
+    if a.resume:
+        summary = resume_replay(a.resume, quiet=a.quiet)
+    elif a.trace is None or a.out is None:
+        a.parser.error("replay needs TRACE and --out (or --resume OUT)")
+    else:
+        summary = run_replay(config_from_args(a, policy=a.policy))
     if not a.quiet:
         print(format_summary([summary]))
     return 0
@@ -163,9 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     r = sub.add_parser("replay", help="replay a trace and write a run folder")
-    _run_options(r)
+    _run_options(r, resumable=True)
     r.add_argument("--policy", choices=("batch", "greedy"), default="batch", help="matching policy (default batch)")
-    r.set_defaults(func=_cmd_replay)
+    r.add_argument("--resume", metavar="OUT", default=None,
+                   help="continue the interrupted run in OUT from its last checkpoint (other options are ignored)")
+    r.set_defaults(func=_cmd_replay, parser=r)
 
     c = sub.add_parser("compare", help="replay one trace under several policies")
     _run_options(c)

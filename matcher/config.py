@@ -98,3 +98,4 @@ class RunConfig:
     record_locations: bool = False
     quiet: bool = False
     label: str | None = None
+    checkpoint_every_s: float = 3600.0  # simulated seconds between checkpoints (0: none)

@@ -100,6 +100,17 @@ class Coordinator:
         self.restarts = 0
         self.refusals: dict[str, int] = {}
 
+    def attach(self, backend: ShardBackend) -> None:
+        """Drive a new set of (empty) shards, e.g. after a resume: the next tick rebuilds them."""
+        self.backend = backend
+        self.started = [False] * self.k
+        self._version = -1  # forces a full re-send with reset
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["backend"] = None  # shards are rebuilt, never pickled
+        return d
+
     def _rebuild_input(self, s: int, inp: TickInput) -> TickInput:
         bit = np.uint64(1) << np.uint64(s)
         sel = np.flatnonzero(self.known & ((self.member & bit) != 0))

@@ -129,8 +129,9 @@ class LocationLog:
 
     STATUS = pa.array(["available", "offered", "en_route", "on_trip", "offline"], pa.string())
 
-    def __init__(self, folder: Path, driver_ids: pa.Array, t0_ms: int, rows_per_file: int = 1_000_000):
-        self.out = PartWriter(folder)
+    def __init__(self, folder: Path, driver_ids: pa.Array, t0_ms: int, rows_per_file: int = 1_000_000,
+                 first_part: int = 0):
+        self.out = PartWriter(folder, first_part)
         self.driver_ids, self.t0_ms = driver_ids, t0_ms
         self.rows_per_file = rows_per_file
         self._parts: list[pa.Table] = []

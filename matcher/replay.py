@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,94 +59,189 @@ def _prepare_out(out: Path) -> None:
     for name in ("events", "locations"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet"):
+    for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet", CHECKPOINT):
         (out / name).unlink(missing_ok=True)
+
+
+CHECKPOINT = "checkpoint.pkl"
+
+
+@dataclass
+class LoopState:
+    """Everything the loop carries from tick to tick besides the world and the coordinator."""
+
+    k: int = -1
+    last_rec: float = -np.inf
+    last_sent: np.ndarray | None = None
+    ticks: dict = field(default_factory=lambda: {name: [] for name in TICKS_SCHEMA.names})
+    wall_before: float = 0.0  # wall seconds spent before a resume
+    next_checkpoint: float = 0.0
 
 
 def run_replay(cfg: RunConfig, progress=None) -> dict:
     """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary."""
-    wall0 = time.perf_counter()
     sim = cfg.sim
     if sim.policy not in ("batch", "greedy"):
         raise MatcherError(f"unknown policy {sim.policy!r}")
+    out = Path(cfg.out)
+    inputs = _load_inputs(cfg)
+    _prepare_out(out)
+    table, quarantine, drv_quarantine = inputs[0], inputs[4], inputs[5]
+    trace.write_quarantine([q for q in (quarantine, drv_quarantine) if q is not None], out / "quarantine.parquet")
+    return _run(cfg, inputs, resume=None, progress=progress)
+
+
+def resume_replay(out_dir: str, progress=None, quiet: bool | None = None) -> dict:
+    """Continue an interrupted run from its last complete checkpoint (``matcher replay --resume OUT``).
+
+    Events written after the checkpoint are discarded and produced again, so the
+    finished log equals an uninterrupted run's and holds no duplicate.
+    """
+    out = Path(out_dir)
+    path = out / CHECKPOINT
+    if not path.exists():
+        if (out / "summary.json").exists():
+            raise MatcherError(f"{out}: the run is already complete (summary.json exists)")
+        raise MatcherError(f"{out}: no checkpoint to resume from ({CHECKPOINT} missing)")
+    try:
+        with open(path, "rb") as f:
+            ck = pickle.load(f)
+    except Exception as e:  # noqa: BLE001 - a checkpoint we cannot read is a user-facing failure
+        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+    cfg: RunConfig = ck["cfg"]
+    if quiet is not None:
+        cfg = replace(cfg, quiet=quiet)
+    for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
+        for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
+            if int(f.stem.split("-")[1]) >= first:
+                f.unlink()  # written after the checkpoint: they will be written again
+    for f in out.glob("**/.*.tmp-*"):
+        f.unlink()  # a part file that was being written when the run died
+    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress)
+
+
+def _load_inputs(cfg: RunConfig):
     table, quarantine = trace.read_requests(cfg.trace)
     reqs, request_ids, t0_ms = _requests(table)
-    fleet, driver_ids, drv_quarantine = fleet_mod.load(cfg.drivers, table, t0_ms, sim.seed)
-    out = Path(cfg.out)
-    _prepare_out(out)
-    trace.write_quarantine([q for q in (quarantine, drv_quarantine) if q is not None], out / "quarantine.parquet")
-    n_quarantined = quarantine.num_rows + (drv_quarantine.num_rows if drv_quarantine is not None else 0)
+    fleet, driver_ids, drv_quarantine = fleet_mod.load(cfg.drivers, table, t0_ms, cfg.sim.seed)
+    return table, reqs, request_ids, t0_ms, quarantine, drv_quarantine, fleet, driver_ids
 
-    log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
-    locations = LocationLog(out / "locations", driver_ids, t0_ms) if cfg.record_locations else None
-    world = World(reqs, fleet, sim, cfg.match, log)
+
+def _run(cfg: RunConfig, inputs, resume: dict | None, progress) -> dict:
+    wall0 = time.perf_counter()
+    sim, out = cfg.sim, Path(cfg.out)
+    table, reqs, request_ids, t0_ms, quarantine, drv_quarantine, fleet, driver_ids = inputs
+    n_quarantined = quarantine.num_rows + (drv_quarantine.num_rows if drv_quarantine is not None else 0)
     backend = make_backend(cfg.shard, cfg.match, run_name=f"matcher-{out.name}-{int(time.time())}")
     try:
-        coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
-        ticks = _loop(cfg, world, coord, locations, progress)
+        if resume is None:
+            log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
+            locations = LocationLog(out / "locations", driver_ids, t0_ms) if cfg.record_locations else None
+            world = World(reqs, fleet, sim, cfg.match, log)
+            coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
+            st = LoopState(last_sent=np.full(len(fleet), -np.inf), next_checkpoint=cfg.checkpoint_every_s)
+        else:
+            log = EventLog(out / "events", request_ids, driver_ids, t0_ms, first_seq=resume["events_seq"],
+                           first_part=resume["events_part"])
+            log.counts = resume["events_counts"]
+            locations = (LocationLog(out / "locations", driver_ids, t0_ms, first_part=resume["locations_part"])
+                         if cfg.record_locations else None)
+            world, coord, st = resume["world"], resume["coord"], resume["loop"]
+            world.log = log
+            coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
+        _loop(cfg, world, coord, locations, progress, st)
     finally:
         backend.close()
     log.flush()
     if locations is not None:
         locations.flush()
-    tick_table = pa.table({k: v for k, v in ticks.items()}, schema=TICKS_SCHEMA) if ticks["tick"] else TICKS_SCHEMA.empty_table()
+    ticks = st.ticks
+    tick_table = pa.table(ticks, schema=TICKS_SCHEMA) if ticks["tick"] else TICKS_SCHEMA.empty_table()
     if len(tick_table):
-        tick_table = tick_table.set_column(1, "ts", pa.array(t0_ms + np.asarray(ticks["ts"]) * 1000.0).cast(pa.int64()).cast(TICKS_SCHEMA.field("ts").type))
+        ts = pa.array(t0_ms + np.round(np.asarray(ticks["ts"]) * 1000.0).astype(np.int64))
+        tick_table = tick_table.set_column(1, "ts", ts.cast(TICKS_SCHEMA.field("ts").type))
     trace.write_table(tick_table, out / "ticks.parquet", TICKS_SCHEMA)
     meta = {
         "policy": sim.policy, "window_s": sim.window_s if sim.policy == "batch" else None,
         "shards": cfg.shard.shards, "backend": cfg.shard.backend, "seed": sim.seed,
         "drivers": len(fleet), "quarantined": n_quarantined, "label": cfg.label,
         "sim_seconds": float(ticks["ts"][-1]) if ticks["ts"] else 0.0,
-        "wall_seconds": time.perf_counter() - wall0,
-        "handoffs": coord.handoffs, "refused_pings": dict(coord.refusals),
+        "wall_seconds": st.wall_before + time.perf_counter() - wall0,
+        "handoffs": coord.handoffs, "shard_restarts": coord.restarts, "refused_pings": dict(coord.refusals),
+        "resumed": resume is not None,
         "trace": str(cfg.trace), "config": _jsonable(asdict(cfg)),
     }
-    (out / "run.json").write_text(json.dumps(meta, indent=2))
-    return metrics.write_summary(out, meta)
+    metrics.write_json_atomic(out / "run.json", meta)
+    summary = metrics.write_summary(out, meta)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return summary
+
+
+def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st: LoopState, wall0: float) -> None:
+    """Flush the logs to whole part files, then save the state that produces the rest (atomically)."""
+    out = Path(cfg.out)
+    log = world.log
+    log.flush()
+    if locations is not None:
+        locations.flush()
+    st.wall_before += time.perf_counter() - wall0
+    state = {
+        "cfg": cfg, "world": world, "coord": coord, "loop": st,
+        "events_seq": log.seq, "events_part": log.out.part, "events_counts": log.counts.copy(),
+        "locations_part": locations.out.part if locations is not None else 0,
+    }
+    tmp = out / f".{CHECKPOINT}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, out / CHECKPOINT)
 
 
 def _jsonable(d):
     return json.loads(json.dumps(d, default=str))
 
 
-def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress) -> dict:
+def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress, st: LoopState) -> None:
     sim = cfg.sim
     step = sim.step_s
-    last_sent = np.full(len(world.f), -np.inf)
-    ticks = {name: [] for name in TICKS_SCHEMA.names}
-    k = -1
-    last_rec = -np.inf
+    wall0 = time.perf_counter()
     bar = _progress(cfg, world) if progress is None else progress
     while not world.done():
         if world.pending:
-            k += 1
+            st.k += 1
         else:
             nt = world.next_time()
             if not np.isfinite(nt):
                 break
-            k = max(k + 1, math.ceil(nt / step))
+            st.k = max(st.k + 1, math.ceil(nt / step))
+        k = st.k
         t = k * step
+        if cfg.checkpoint_every_s > 0 and t >= st.next_checkpoint:
+            # state as of the end of the previous tick: a resume redoes this tick
+            st.k -= 1
+            _checkpoint(cfg, world, coord, locations, st, wall0)
+            wall0 = time.perf_counter()
+            st.k += 1
+            st.next_checkpoint = t + cfg.checkpoint_every_s
         if locations is not None:
-            last_rec = _record(world, locations, last_rec, t, k)
+            st.last_rec = _record(world, locations, st.last_rec, t, k)
         world.advance(t, k)
         if world.pending:
             w0 = time.perf_counter()
-            _, pings = world.pings(t, last_sent)
+            _, pings = world.pings(t, st.last_sent)
             idx, wait = world.pending_batch(t)
             b_req, b_key = _barred(world, idx)
             rb = RequestBatch(idx, world.r.plat[idx], world.r.plng[idx], world.r.ride_type[idx], wait, b_req, b_key)
-            m, shard_of, st = coord.tick(k, t, pings, rb, sim.policy)
+            m, shard_of, ts = coord.tick(k, t, pings, rb, sim.policy)
             world.apply_matches(t, k, m.req, m.key, m.eta, m.dist, m.lat, m.lng, shard_of)
-            for name, v in (("tick", k), ("ts", t), ("wall_ms", (time.perf_counter() - w0) * 1e3), ("pending", st.pending),
-                            ("matched", st.matched), ("deferred", st.deferred), ("fallbacks", st.fallbacks),
-                            ("solve_ms", st.solve_ms_max)):
-                ticks[name].append(v)
+            for name, v in (("tick", k), ("ts", t), ("wall_ms", (time.perf_counter() - w0) * 1e3),
+                            ("pending", ts.pending), ("matched", ts.matched), ("deferred", ts.deferred),
+                            ("fallbacks", ts.fallbacks), ("solve_ms", ts.solve_ms_max)):
+                st.ticks[name].append(v)
         if bar is not None:
             bar.update(world)
+    st.wall_before += time.perf_counter() - wall0
     if bar is not None:
         bar.close()
-    return ticks
 
 
 def _barred(world: World, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -100,6 +100,11 @@ class World:
                 self._push(float(fleet.online_until[k]), _SHIFT_END, k)
         self._schedule_gps(keys, 0.0)
 
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["log"] = None  # the event log is re-opened by a resume
+        return d
+
     # ------------------------------------------------------------------ setup
     def _fill_dropoffs(self) -> None:
         """A trace without dropoffs (e.g. Uber 2014: pickups only) gets, for each such

@@ -1,0 +1,94 @@
+"""Interrupted runs: checkpoints, atomic part files and `matcher replay --resume`."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from matcher.audit import check_run
+from matcher.cli import main
+from matcher.config import RunConfig
+from matcher.metrics import read_events
+from matcher.replay import CHECKPOINT, resume_replay, run_replay
+
+REPO = Path(__file__).resolve().parents[1]
+NYC = REPO / "data" / "nyc-uber-2014-04-04.parquet"
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory) -> Path:
+    t = pl.read_parquet(NYC).sort("request_time")
+    sub = t.filter(pl.col("request_time") < t["request_time"][0] + pl.duration(hours=4))
+    p = tmp_path_factory.mktemp("trace") / "nyc4h.parquet"
+    sub.write_parquet(p)
+    return p
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAfter:
+    """A progress hook that kills the run (like a crash) after n ticks."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def update(self, world):
+        self.n -= 1
+        if self.n == 0:
+            raise _Crash()
+
+    def close(self):
+        pass
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(trace, tmp_path):
+    cfg = RunConfig(trace=str(trace), out=str(tmp_path / "full"), drivers=40, quiet=True, checkpoint_every_s=900)
+    full = run_replay(cfg)
+    cut = replace(cfg, out=str(tmp_path / "cut"))
+    with pytest.raises(_Crash):
+        run_replay(cut, progress=_CrashAfter(2500))
+    assert (tmp_path / "cut" / CHECKPOINT).exists()
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    # every file on disk is whole
+    for f in (tmp_path / "cut" / "events").glob("*.parquet"):
+        pl.read_parquet(f)
+    resumed = resume_replay(str(tmp_path / "cut"))
+    assert read_events(tmp_path / "cut").equals(read_events(tmp_path / "full"))
+    assert check_run(tmp_path / "cut") == []
+    for key in ("requests", "completed", "cancelled", "expired", "wait_s", "pickup_eta_s"):
+        assert resumed[key] == full[key]
+    assert not (tmp_path / "cut" / CHECKPOINT).exists()  # a finished run keeps no checkpoint
+
+
+def test_resume_after_sigkill(trace, tmp_path):
+    """A real kill -9 of `matcher replay`, then `matcher replay --resume OUT`."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "matcher", "replay", str(trace), "--out", str(out), "--drivers", "40", "--quiet",
+           "--checkpoint-every", "600", "--policy", "greedy"]
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 60
+    while not (out / CHECKPOINT).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["replay", "--resume", str(out), "--quiet"]) == 0
+    ref = tmp_path / "ref"
+    assert main(["replay", str(trace), "--out", str(ref), "--drivers", "40", "--quiet", "--policy", "greedy"]) == 0
+    assert read_events(out).equals(read_events(ref))
+    assert check_run(out) == []
+
+
+def test_resume_errors_are_one_line(tmp_path, capsys):
+    assert main(["replay", "--resume", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "Traceback" not in err and err.count("\n") == 1
