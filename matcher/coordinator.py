@@ -98,6 +98,7 @@ class Coordinator:
         self.started = [False] * self.k
         self.handoffs = 0
         self.restarts = 0
+        self.failures: list[tuple[int, str]] = []
         self.refusals: dict[str, int] = {}
 
     def attach(self, backend: ShardBackend) -> None:
@@ -105,6 +106,11 @@ class Coordinator:
         self.backend = backend
         self.started = [False] * self.k
         self._version = -1  # forces a full re-send with reset
+
+    def failed(self, tick: int, error: Exception) -> None:
+        """A tick raised: shards may hold half-applied state, so rebuild them all next tick."""
+        self.failures.append((tick, f"{type(error).__name__}: {error}"))
+        self._version = -1
 
     def __getstate__(self):
         d = dict(self.__dict__)

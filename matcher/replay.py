@@ -10,6 +10,7 @@ until every request has ended.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pickle
@@ -30,6 +31,8 @@ from .coordinator import Coordinator, make_router
 from .eventlog import EventLog, LocationLog
 from .errors import MatcherError
 from .world import Requests, World
+
+_log = logging.getLogger("matcher")
 
 TICKS_SCHEMA = pa.schema([
     ("tick", pa.int64()), ("ts", pa.timestamp("ms", tz="UTC")), ("wall_ms", pa.float64()),
@@ -75,6 +78,7 @@ class LoopState:
     last_sent: np.ndarray | None = None
     ticks: dict = field(default_factory=lambda: {name: [] for name in TICKS_SCHEMA.names})
     wall_before: float = 0.0  # wall seconds spent before a resume
+    failed_ticks: int = 0
     next_checkpoint: float = 0.0
 
 
@@ -168,7 +172,7 @@ def _run(cfg: RunConfig, inputs, resume: dict | None, progress) -> dict:
         "sim_seconds": float(ticks["ts"][-1]) if ticks["ts"] else 0.0,
         "wall_seconds": st.wall_before + time.perf_counter() - wall0,
         "handoffs": coord.handoffs, "shard_restarts": coord.restarts, "refused_pings": dict(coord.refusals),
-        "resumed": resume is not None,
+        "resumed": resume is not None, "failed_ticks": st.failed_ticks,
         "trace": str(cfg.trace), "config": _jsonable(asdict(cfg)),
     }
     metrics.write_json_atomic(out / "run.json", meta)
@@ -231,7 +235,15 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
             idx, wait = world.pending_batch(t)
             b_req, b_key = _barred(world, idx)
             rb = RequestBatch(idx, world.r.plat[idx], world.r.plng[idx], world.r.ride_type[idx], wait, b_req, b_key)
-            m, shard_of, ts = coord.tick(k, t, pings, rb, sim.policy)
+            try:
+                m, shard_of, ts = coord.tick(k, t, pings, rb, sim.policy)
+            except Exception as e:  # noqa: BLE001 - one bad tick must not end the run
+                # nothing is offered this tick; the shards are rebuilt from the latest reports
+                # next tick, so a half-applied tick leaves no trace in their state
+                coord.failed(k, e)
+                st.failed_ticks += 1
+                _log.warning("tick %d failed (%s: %s); its requests wait for the next tick", k, type(e).__name__, e)
+                continue
             world.apply_matches(t, k, m.req, m.key, m.eta, m.dist, m.lat, m.lng, shard_of)
             for name, v in (("tick", k), ("ts", t), ("wall_ms", (time.perf_counter() - w0) * 1e3),
                             ("pending", ts.pending), ("matched", ts.matched), ("deferred", ts.deferred),

@@ -145,7 +145,7 @@ class ShardState:
             t0 = time.perf_counter()
             pen = unmatched_penalty(reqs.wait_s, self.cfg.unmatched_base_s, self.cfg.unmatched_per_wait)
             dkey, _ = solve_batch(n, e, pen, self.cfg.dense_max_cells)
-            if len(e) >= 1000:  # learn the solver's speed on ticks big enough to measure
+            if len(e) >= 100:  # learn the solver's speed (fixed costs make this an overestimate: conservative)
                 per = (time.perf_counter() - t0) * 1e3 / len(e)
                 self._ms_per_edge = per if self._ms_per_edge == 0 else 0.8 * self._ms_per_edge + 0.2 * per
         ri = np.flatnonzero(dkey >= 0)
