@@ -7,13 +7,13 @@ Memory stays bounded by the buffer size whatever the length of the run.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_path
 from .schemas import EVENT_KINDS, EVENTS, LOCATIONS
 
 KIND = {k: i for i, k in enumerate(EVENT_KINDS)}
@@ -22,10 +22,8 @@ _KIND_ARR = pa.array(EVENT_KINDS, pa.string())
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file so that ``path`` is either absent or complete."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 class PartWriter:

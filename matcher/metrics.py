@@ -68,7 +68,6 @@ import glob
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +75,7 @@ import numpy as np
 import polars as pl
 
 from .errors import MatcherError
+from . import atomic
 from .schemas import EVENTS, TERMINAL_KINDS
 
 _EVENT_DTYPES: dict[str, pl.DataType] = dict(pl.from_arrow(EVENTS.empty_table()).schema)
@@ -389,20 +389,7 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to path via a temp file in the same folder and a rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(clean_json(obj), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic.write_json(path, clean_json(obj))
 
 
 def write_summary(out_dir: str | os.PathLike, meta: dict | None = None) -> dict:

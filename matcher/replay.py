@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pickle
 import shutil
 import time
@@ -24,13 +23,14 @@ import pyarrow as pa
 
 from . import fleet as fleet_mod
 from . import metrics, trace
+from .atomic import atomic_path, remove_leftovers
 from .backend import make_backend
 from .candidates import RequestBatch
 from .config import RIDE_TYPES, RunConfig
 from .coordinator import Coordinator, make_router
 from .eventlog import EventLog, LocationLog
 from .errors import MatcherError
-from .world import Requests, World
+from .world import Fleet, Requests, World
 
 _log = logging.getLogger("matcher")
 
@@ -90,8 +90,7 @@ def run_replay(cfg: RunConfig, progress=None) -> dict:
     out = Path(cfg.out)
     inputs = _load_inputs(cfg)
     _prepare_out(out)
-    table, quarantine, drv_quarantine = inputs[0], inputs[4], inputs[5]
-    trace.write_quarantine([q for q in (quarantine, drv_quarantine) if q is not None], out / "quarantine.parquet")
+    trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
     return _run(cfg, inputs, resume=None, progress=progress)
 
 
@@ -119,23 +118,36 @@ def resume_replay(out_dir: str, progress=None, quiet: bool | None = None) -> dic
         for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
             if int(f.stem.split("-")[1]) >= first:
                 f.unlink()  # written after the checkpoint: they will be written again
-    for f in out.glob("**/.*.tmp-*"):
-        f.unlink()  # a part file that was being written when the run died
+    remove_leftovers(out)  # a part file that was being written when the run died
     return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress)
 
 
-def _load_inputs(cfg: RunConfig):
+@dataclass
+class Inputs:
+    """A run's trace and fleet, read and validated."""
+
+    reqs: Requests
+    request_ids: pa.Array
+    t0_ms: int
+    fleet: Fleet
+    driver_ids: pa.Array
+    quarantine: list[pa.Table]  # rows left out (requests, then drivers)
+
+
+def _load_inputs(cfg: RunConfig) -> Inputs:
     table, quarantine = trace.read_requests(cfg.trace)
     reqs, request_ids, t0_ms = _requests(table)
     fleet, driver_ids, drv_quarantine = fleet_mod.load(cfg.drivers, table, t0_ms, cfg.sim.seed)
-    return table, reqs, request_ids, t0_ms, quarantine, drv_quarantine, fleet, driver_ids
+    q = [quarantine] + ([drv_quarantine] if drv_quarantine is not None else [])
+    return Inputs(reqs, request_ids, t0_ms, fleet, driver_ids, q)
 
 
-def _run(cfg: RunConfig, inputs, resume: dict | None, progress) -> dict:
+def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
     wall0 = time.perf_counter()
     sim, out = cfg.sim, Path(cfg.out)
-    table, reqs, request_ids, t0_ms, quarantine, drv_quarantine, fleet, driver_ids = inputs
-    n_quarantined = quarantine.num_rows + (drv_quarantine.num_rows if drv_quarantine is not None else 0)
+    reqs, request_ids, t0_ms = inputs.reqs, inputs.request_ids, inputs.t0_ms
+    fleet, driver_ids = inputs.fleet, inputs.driver_ids
+    n_quarantined = sum(q.num_rows for q in inputs.quarantine)
     backend = make_backend(cfg.shard, cfg.match, run_name=f"matcher-{out.name}-{int(time.time())}")
     try:
         if resume is None:
@@ -194,10 +206,8 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
         "events_seq": log.seq, "events_part": log.out.part, "events_counts": log.counts.copy(),
         "locations_part": locations.out.part if locations is not None else 0,
     }
-    tmp = out / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_path(out / CHECKPOINT) as tmp, open(tmp, "wb") as f:
         pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, out / CHECKPOINT)
 
 
 def _jsonable(d):

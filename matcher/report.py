@@ -13,7 +13,6 @@ import html
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
+from . import atomic
 from .errors import MatcherError
 from .summary_text import _f0, _f1, _get, _int, _pct, _speedup, run_label
 
@@ -554,15 +554,5 @@ def build_report(dir: str | os.PathLike) -> str:
         raise MatcherError(f"{root}: no such folder")
     text = render(root)
     path = root / "report.html"
-    fd, tmp = tempfile.mkstemp(prefix=".report.html.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic.write_text(path, text)
     return os.fspath(path)

@@ -47,7 +47,6 @@ column, wrong column type, no valid request at all) raise
 from __future__ import annotations
 
 import os
-import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,6 +58,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from .atomic import temp_name
 from .config import RIDE_TYPES, VEHICLE_TYPES
 from .errors import MatcherError, TraceError
 from .schemas import DRIVERS, DRIVERS_REQUIRED, QUARANTINE_BASE, REQUESTS, REQUESTS_REQUIRED, TS
@@ -660,7 +660,7 @@ class AtomicParquetWriter:
         self.schema = schema
         self.row_group_rows = row_group_rows
         folder = os.path.dirname(os.path.abspath(self.path))
-        self.tmp = os.path.join(folder, f".{os.path.basename(self.path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        self.tmp = os.fspath(temp_name(self.path))
         try:
             if os.path.isdir(self.path):
                 raise IsADirectoryError(f"{self.path} is a folder")
