@@ -159,13 +159,16 @@ class Coordinator:
                                     self.shard_cfg.solve_budget_ms, reset=force, expect_state=self.started[s]))
         outs: list[TickOutput] = self.backend.tick(inputs)
         lost = [o.shard for o in outs if o.restarted]
-        if lost:
+        while lost:
             # a shard came back empty after a crash: rebuild it from the latest reports and
-            # run the same tick again (the others answer from their stored result)
+            # run the same tick again (the others answer from their stored result); again if
+            # another shard died meanwhile (a rebuilt shard never answers `restarted`, so this
+            # loops only on real process deaths, which Ray bounds with max_restarts)
             self.restarts += len(lost)
             for s in lost:
                 inputs[s] = self._rebuild_input(s, inputs[s])
             outs = self.backend.tick(inputs)
+            lost = [o.shard for o in outs if o.restarted]
         for s in range(self.k):
             self.started[s] = True
         for o in outs:
