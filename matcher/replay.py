@@ -181,7 +181,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         "policy": sim.policy, "window_s": sim.window_s if sim.policy == "batch" else None,
         "shards": cfg.shard.shards, "backend": cfg.shard.backend, "seed": sim.seed,
         "drivers": len(fleet), "quarantined": n_quarantined, "label": cfg.label,
-        "sim_seconds": float(ticks["ts"][-1]) if ticks["ts"] else 0.0,
+        "sim_seconds": max(world.clock, float(ticks["ts"][-1]) if ticks["ts"] else 0.0),  # drain included
         "wall_seconds": st.wall_before + time.perf_counter() - wall0,
         "handoffs": coord.handoffs, "shard_restarts": coord.restarts, "refused_pings": dict(coord.refusals),
         "resumed": resume is not None, "failed_ticks": st.failed_ticks,

@@ -74,6 +74,7 @@ class World:
         self.pending: set[int] = set()
         self.open = 0  # requested and not yet ended
         self.next_arrival = 0
+        self.clock = 0.0  # time of the latest thing that happened
         # drivers
         self.status = np.full(m, D.OFFLINE, np.int8)
         self.ride = np.full(m, -1, np.int64)
@@ -196,6 +197,7 @@ class World:
             th = self._heap[0][0] if self._heap else np.inf
             if min(ta, th) > until:
                 return
+            self.clock = max(self.clock, float(min(ta, th)))
             if ta <= th:
                 i = self.next_arrival
                 self.next_arrival += 1
