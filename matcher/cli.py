@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("trace")
     v.add_argument("--drivers", default=None, help="also check this driver file")
     v.set_defaults(func=_cmd_validate)
+    for sp in sub.choices.values():  # --debug works before or after the command
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
 
 
