@@ -7,6 +7,8 @@ results.
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Protocol
 
 from .config import MatchConfig, ShardConfig
@@ -35,10 +37,23 @@ class InProcessBackend:
         pass
 
 
+def keep_embedded_ray_on_loopback() -> None:
+    """An embedded Ray is one machine: keep every Ray socket on 127.0.0.1.
+
+    Ray 2.60 rewrites ``_node_ip_address="127.0.0.1"`` to the machine's address unless
+    its multi-node support is off, which it reads once at import. So this must run
+    before ray is imported, and never for ``--address`` (a real cluster must reach us).
+    """
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def make_backend(shard: ShardConfig, match: MatchConfig, run_name: str) -> ShardBackend:
     if shard.backend == "inprocess":
         return InProcessBackend(shard.shards, match)
     if shard.backend == "ray":
+        if shard.address is None:
+            keep_embedded_ray_on_loopback()
         from .ray_backend import RayBackend  # the only module that imports ray
 
         return RayBackend(shard, match, run_name)

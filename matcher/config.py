@@ -80,6 +80,7 @@ class ShardConfig:
     num_cpus: float = 0.5  # per shard actor
     max_restarts: int = 3
     tick_timeout_s: float = 30.0
+    startup_timeout_s: float = 600.0  # shard actors must be placed within this (autoscaling may add nodes)
     region_precision: int = 4  # regions are geohash prefixes of this length ...
     halo_precision: int = 5  # ... halo cells of this one (must be >= radius in both directions)
     vnodes: int = 160  # virtual nodes per shard on the consistent-hash ring

@@ -37,7 +37,10 @@ class ShardActor:
 
 
 def ensure_ray(address: str | None) -> bool:
-    """Connect to ``address`` or start an embedded local Ray on loopback. Returns True if we started it."""
+    """Connect to ``address`` or start an embedded local Ray. Returns True if we started it.
+
+    An embedded Ray stays on 127.0.0.1 when :func:`matcher.backend.keep_embedded_ray_on_loopback`
+    ran before ray was imported (``make_backend`` does that)."""
     if ray.is_initialized():
         return False
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -61,6 +64,13 @@ class RayBackend:
             ShardActor.options(name=f"{run_name}-shard-{s}", **opts).remote(s, match) for s in range(shard.shards)
         ]
         self.call_ms: list[float] = []
+        # wait until every shard is placed and constructed (on an autoscaling cluster this can
+        # take minutes), so that start-up never counts against a tick's timeout
+        try:
+            ray.get([a.pid.remote() for a in self.actors], timeout=shard.startup_timeout_s)
+        except GetTimeoutError:
+            raise MatcherError(f"the {shard.shards} shard actors were not placed within {shard.startup_timeout_s:.0f} s "
+                               f"(each asks for {shard.num_cpus} CPU; see --num-cpus)") from None
 
     def pids(self) -> list[int]:
         return ray.get([a.pid.remote() for a in self.actors], timeout=self.cfg.tick_timeout_s)
