@@ -17,6 +17,8 @@ centres and bounds are dyadic rationals and are computed exactly in float64.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -490,6 +492,22 @@ def bearing_deg(lat1, lng1, lat2, lng2) -> np.ndarray:
     b = np.mod(b, 360.0)
     # mod of a tiny negative rounds to exactly 360.0
     return np.asarray(np.where(b >= 360.0, 0.0, b))
+
+
+def haversine1(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """:func:`haversine_m` for one pair of Python floats (no numpy overhead)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) * 0.5) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lng2 - lng1) * 0.5) ** 2
+    return 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(min(max(a, 0.0), 1.0)))
+
+
+def bearing1(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """:func:`bearing_deg` for one pair of Python floats."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dl = math.radians(lng2 - lng1)
+    b = math.degrees(math.atan2(math.sin(dl) * math.cos(p2),
+                                math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl))) % 360.0
+    return 0.0 if b >= 360.0 else b
 
 
 def to_unit_xyz(lat, lng) -> np.ndarray:

@@ -26,6 +26,22 @@ from .states import DriverStatus as D
 from .states import RideState as R
 from .states import check_driver, check_ride
 
+# plain ints: enum attribute lookups cost more than the rest of an event's handling
+_AVAILABLE = int(D.AVAILABLE)
+_EN_ROUTE = int(D.EN_ROUTE)
+_OFFERED = int(D.OFFERED)
+_OFFLINE = int(D.OFFLINE)
+_ON_TRIP = int(D.ON_TRIP)
+_R_ACCEPTED = int(R.ACCEPTED)
+_R_ARRIVED = int(R.ARRIVED)
+_R_CANCELLED = int(R.CANCELLED)
+_R_COMPLETED = int(R.COMPLETED)
+_R_DRIVER_EN_ROUTE = int(R.DRIVER_EN_ROUTE)
+_R_EXPIRED = int(R.EXPIRED)
+_R_IN_PROGRESS = int(R.IN_PROGRESS)
+_R_MATCHED = int(R.MATCHED)
+_R_SEARCHING = int(R.SEARCHING)
+
 # heap entry kinds
 _ARRIVAL, _RESPOND, _AT_PICKUP, _AT_DROPOFF, _RIDER_CANCEL, _EXPIRE, _SHIFT_START, _SHIFT_END, _FAULT, _BACK = range(10)
 
@@ -76,7 +92,7 @@ class World:
         self.next_arrival = 0
         self.clock = 0.0  # time of the latest thing that happened
         # drivers
-        self.status = np.full(m, D.OFFLINE, np.int8)
+        self.status = np.full(m, _OFFLINE, np.int8)
         self.ride = np.full(m, -1, np.int64)
         self.lat0, self.lng0 = fleet.lat.astype(np.float64).copy(), fleet.lng.astype(np.float64).copy()
         self.lat1, self.lng1 = self.lat0.copy(), self.lng0.copy()
@@ -131,7 +147,7 @@ class World:
     def _schedule_fault(self, k: int, t: float) -> None:
         rate = self.sim.driver_fault_rate_per_h
         if rate > 0:
-            gap = float(rand.exponential(3600.0 / rate, self.seed, rand.FAULT, k, self.fault_n[k])[0])
+            gap = rand.exponential1(3600.0 / rate, self.seed, rand.FAULT, k, int(self.fault_n[k]))
             self._push(t + gap, _FAULT, k)
 
     def _push(self, t: float, kind: int, a: int, b: int = -1, c: int = -1) -> None:
@@ -152,9 +168,18 @@ class World:
         speed = np.where(moving, dist / safe, 0.0).astype(np.float32)
         return lat, lng, self.heading[keys], speed
 
+    def _state1(self, k: int, t: float) -> tuple[float, float, float, float]:
+        """:meth:`position` of one driver, in plain floats (same arithmetic, no numpy overhead)."""
+        t0, t1 = float(self.t0[k]), float(self.t1[k])
+        lat0, lng0, lat1, lng1 = float(self.lat0[k]), float(self.lng0[k]), float(self.lat1[k]), float(self.lng1[k])
+        span = t1 - t0
+        a = min(max((t - t0) / span, 0.0), 1.0) if span > 0 else 1.0
+        speed = geo.haversine1(lat0, lng0, lat1, lng1) / span if span > 0 and t0 <= t < t1 else 0.0
+        return lat0 + (lat1 - lat0) * a, lng0 + (lng1 - lng0) * a, float(self.heading[k]), speed
+
     def _pos1(self, k: int, t: float) -> tuple[float, float]:
-        lat, lng, _, _ = self.position(np.array([k]), t)
-        return float(lat[0]), float(lng[0])
+        lat, lng, _, _ = self._state1(k, t)
+        return lat, lng
 
     def _stop(self, k: int, t: float) -> None:
         lat, lng = self._pos1(k, t)
@@ -164,17 +189,17 @@ class World:
 
     def _drive(self, k: int, t: float, lat: float, lng: float, dur: float) -> None:
         self._stop(k, t)
-        self.heading[k] = float(geo.bearing_deg(self.lat0[k], self.lng0[k], lat, lng))
+        self.heading[k] = geo.bearing1(float(self.lat0[k]), float(self.lng0[k]), lat, lng)
         self.lat1[k], self.lng1[k] = lat, lng
         self.t1[k] = t + max(dur, 0.0)
 
     # ------------------------------------------------------------ transitions
     def _drv(self, k: int, new: D, t: float) -> None:
-        self.status[k] = check_driver(D(int(self.status[k])), new)
+        self.status[k] = check_driver(self.status[k], new)
         self.changed[k] = t
 
     def _ride(self, i: int, new: R) -> None:
-        self.state[i] = check_ride(R(int(self.state[i])), new)
+        self.state[i] = check_ride(self.state[i], new)
 
     def _end_ride(self, i: int) -> None:
         self.pending.discard(i)
@@ -201,7 +226,7 @@ class World:
             if ta <= th:
                 i = self.next_arrival
                 self.next_arrival += 1
-                self.state[i] = R.SEARCHING
+                self.state[i] = _R_SEARCHING
                 self.open += 1
                 self.pending.add(i)
                 self.log.add(float(ta), tick, "request", req=i, lat=r.plat[i], lng=r.plng[i])
@@ -213,59 +238,59 @@ class World:
     def _handle(self, t: float, kind: int, a: int, b: int, c: int, tick: int) -> None:
         log, sim = self.log, self.sim
         if kind == _EXPIRE:
-            if self.state[a] == R.SEARCHING:
-                self._ride(a, R.EXPIRED)
+            if self.state[a] == _R_SEARCHING:
+                self._ride(a, _R_EXPIRED)
                 self._end_ride(a)
                 log.add(t, tick, "expire", req=a, lat=self.r.plat[a], lng=self.r.plng[a])
         elif kind == _RESPOND:
             k, i = a, b
-            if self.ride[k] != i or self.attempt[i] != c or self.state[i] != R.MATCHED:
+            if self.ride[k] != i or self.attempt[i] != c or self.state[i] != _R_MATCHED:
                 return  # the offer ended before the answer (rider cancelled)
-            lat, lng = self._pos1(k, t)
-            accept = rand.uniform(self.seed, rand.ACCEPT, i, c)[0] < sim.accept_prob
+            lat, lng, hd, sp = self._state1(k, t)
+            accept = rand.uniform1(self.seed, rand.ACCEPT, i, c) < sim.accept_prob
             answered = (t - self._offer_t.pop((k, i), t)) < sim.offer_timeout_s
             if accept and answered:
-                self._ride(i, R.ACCEPTED)
-                self._ride(i, R.DRIVER_EN_ROUTE)
-                self._drv(k, D.EN_ROUTE, t)
+                self._ride(i, _R_ACCEPTED)
+                self._ride(i, _R_DRIVER_EN_ROUTE)
+                self._drv(k, _EN_ROUTE, t)
                 log.add(t, tick, "accept", req=i, key=k, lat=lat, lng=lng)
-                dist = float(geo.haversine_m(lat, lng, self.r.plat[i], self.r.plng[i]))
-                brg = float(geo.bearing_deg(lat, lng, self.r.plat[i], self.r.plng[i]))
-                _, _, hd, sp = self.position(np.array([k]), t)
-                travel = float(self.eta.pickup_eta_s(np.array([dist]), np.array([brg]), hd, sp)[0])
-                self._drive(k, t, float(self.r.plat[i]), float(self.r.plng[i]), travel)
+                plat, plng = float(self.r.plat[i]), float(self.r.plng[i])
+                dist = geo.haversine1(lat, lng, plat, plng)
+                brg = geo.bearing1(lat, lng, plat, plng)
+                travel = float(self.eta.pickup_eta_s(dist, brg, hd, sp))
+                self._drive(k, t, plat, plng, travel)
                 self._push(t + travel, _AT_PICKUP, k, i)
             else:
                 self._decline(k, i, t, tick, lat, lng)
         elif kind == _AT_PICKUP:
             k, i = a, b
-            if self.ride[k] != i or self.state[i] != R.DRIVER_EN_ROUTE:
+            if self.ride[k] != i or self.state[i] != _R_DRIVER_EN_ROUTE:
                 return
-            self._ride(i, R.ARRIVED)
-            self._ride(i, R.IN_PROGRESS)
-            self._drv(k, D.ON_TRIP, t)
+            self._ride(i, _R_ARRIVED)
+            self._ride(i, _R_IN_PROGRESS)
+            self._drv(k, _ON_TRIP, t)
             log.add(t, tick, "pickup", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
             dur = self.r.trip_s[i]
             if not np.isfinite(dur):
-                d = float(geo.haversine_m(self.r.plat[i], self.r.plng[i], self.r.dlat[i], self.r.dlng[i]))
+                d = geo.haversine1(float(self.r.plat[i]), float(self.r.plng[i]), float(self.r.dlat[i]), float(self.r.dlng[i]))
                 dur = d * self.eta.cfg.detour_factor / sim.trip_speed_mps + sim.dwell_s
             self._drive(k, t, float(self.r.dlat[i]), float(self.r.dlng[i]), float(dur))
             self._push(t + float(dur), _AT_DROPOFF, k, i)
         elif kind == _AT_DROPOFF:
             k, i = a, b
-            if self.ride[k] != i or self.state[i] != R.IN_PROGRESS:
+            if self.ride[k] != i or self.state[i] != _R_IN_PROGRESS:
                 return
-            self._ride(i, R.COMPLETED)
+            self._ride(i, _R_COMPLETED)
             self._end_ride(i)
             log.add(t, tick, "dropoff", req=i, key=k, lat=self.r.dlat[i], lng=self.r.dlng[i])
             self._stop(k, t)
             self._free(k, t, tick)
         elif kind == _RIDER_CANCEL:
             i = a
-            if self.attempt[i] != c or self.state[i] not in (R.MATCHED, R.ACCEPTED, R.DRIVER_EN_ROUTE):
+            if self.attempt[i] != c or self.state[i] not in (_R_MATCHED, _R_ACCEPTED, _R_DRIVER_EN_ROUTE):
                 return
             k = int(self.driver[i])
-            self._ride(i, R.CANCELLED)
+            self._ride(i, _R_CANCELLED)
             self._end_ride(i)
             self._offer_t.pop((k, i), None)
             log.add(t, tick, "cancel", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
@@ -273,24 +298,24 @@ class World:
             self._free(k, t, tick)
         elif kind == _SHIFT_START:
             k = a
-            if self.status[k] == D.OFFLINE and not self.shift_over[k]:
-                self._drv(k, D.AVAILABLE, t)
+            if self.status[k] == _OFFLINE and not self.shift_over[k]:
+                self._drv(k, _AVAILABLE, t)
                 self.t0[k] = self.t1[k] = t
                 log.add(t, tick, "driver_online", key=k, lat=self.lat0[k], lng=self.lng0[k])
                 self._schedule_fault(k, t)
         elif kind == _SHIFT_END:
             k = a
             self.shift_over[k] = True
-            if self.status[k] == D.AVAILABLE:
+            if self.status[k] == _AVAILABLE:
                 self._offline(k, t, tick)
             # a busy driver finishes the ride first (see _free)
         elif kind == _FAULT:
             k = a
             self.fault_n[k] += 1
-            if self.status[k] in (D.EN_ROUTE, D.ON_TRIP):
+            if self.status[k] in (_EN_ROUTE, _ON_TRIP):
                 # the driver drops off the network mid-ride: the ride is lost
                 i = int(self.ride[k])
-                self._ride(i, R.CANCELLED)
+                self._ride(i, _R_CANCELLED)
                 self._end_ride(i)
                 lat, lng = self._pos1(k, t)
                 log.add(t, tick, "cancel", req=i, key=k, lat=lat, lng=lng)
@@ -298,24 +323,24 @@ class World:
                 self.ride[k] = -1
                 self._offline(k, t, tick)
                 self._push(t + sim.fault_offline_s, _BACK, k)
-            elif self.status[k] != D.OFFLINE:
+            elif self.status[k] != _OFFLINE:
                 self._schedule_fault(k, t)
         elif kind == _BACK:
             k = a
-            if self.status[k] == D.OFFLINE and not self.shift_over[k]:
+            if self.status[k] == _OFFLINE and not self.shift_over[k]:
                 self._push(t, _SHIFT_START, k)
 
     def _decline(self, k: int, i: int, t: float, tick: int, lat: float, lng: float) -> None:
-        self._ride(i, R.SEARCHING)
+        self._ride(i, _R_SEARCHING)
         self.barred.setdefault(i, []).append(k)
         self.log.add(t, tick, "decline", req=i, key=k, lat=lat, lng=lng)
-        self._drv(k, D.AVAILABLE, t)
+        self._drv(k, _AVAILABLE, t)
         self.ride[k] = -1
         self.driver[i] = -1
         if self.shift_over[k]:
             self._offline(k, t, tick)
         if t >= self.r.t[i] + self.sim.patience_s:
-            self._ride(i, R.EXPIRED)
+            self._ride(i, _R_EXPIRED)
             self._end_ride(i)
             self.log.add(t, tick, "expire", req=i, lat=self.r.plat[i], lng=self.r.plng[i])
         else:
@@ -323,7 +348,7 @@ class World:
 
     def _free(self, k: int, t: float, tick: int) -> None:
         self.ride[k] = -1
-        self._drv(k, D.AVAILABLE, t)
+        self._drv(k, _AVAILABLE, t)
         if self.shift_over[k]:
             self._offline(k, t, tick)
         elif self.sim.reposition:
@@ -333,15 +358,15 @@ class World:
         """An idle driver heads, still available, to where riders asked lately: the pickup
         point of one of the last ``reposition_lookback`` requests (demand-weighted)."""
         n = self.sim.reposition_lookback
-        u = float(rand.uniform(self.seed, rand.REPOSITION, k, int(t * 1000))[0])
+        u = rand.uniform1(self.seed, rand.REPOSITION, k, int(t * 1000))
         j = max(0, self.next_arrival - 1 - int(u * n))
         lat, lng = self._pos1(k, t)
-        d = float(geo.haversine_m(lat, lng, self.r.plat[j], self.r.plng[j]))
+        d = geo.haversine1(lat, lng, float(self.r.plat[j]), float(self.r.plng[j]))
         if d > 300.0:
             self._drive(k, t, float(self.r.plat[j]), float(self.r.plng[j]), d * self.eta.cfg.detour_factor / self.eta.cfg.city_speed_mps)
 
     def _offline(self, k: int, t: float, tick: int) -> None:
-        self._drv(k, D.OFFLINE, t)
+        self._drv(k, _OFFLINE, t)
         self.log.add(t, tick, "driver_offline", key=k, lat=self.lat0[k], lng=self.lng0[k])
 
     # ---------------------------------------------------------------- matching
@@ -351,23 +376,23 @@ class World:
         order = np.argsort(req, kind="stable")
         for j in order:
             i, k = int(req[j]), int(key[j])
-            if self.status[k] != D.AVAILABLE or self.state[i] != R.SEARCHING:
+            if self.status[k] != _AVAILABLE or self.state[i] != _R_SEARCHING:
                 raise AssertionError(f"matcher offered driver {k} (status {D(int(self.status[k])).name}) "
                                      f"to request {i} ({R(int(self.state[i])).name})")
             self.attempt[i] += 1
             c = int(self.attempt[i])
-            self._ride(i, R.MATCHED)
-            self._drv(k, D.OFFERED, t)
+            self._ride(i, _R_MATCHED)
+            self._drv(k, _OFFERED, t)
             self.pending.discard(i)
             self.ride[k], self.driver[i] = i, k
             self.log.add(t, tick, "match", req=i, key=k, lat=float(lat[j]), lng=float(lng[j]), shard=int(shard[j]),
                          eta=float(eta[j]), dist=float(dist[j]))
-            resp = float(rand.exponential(sim.response_s, self.seed, rand.RESPONSE, i, c)[0])
+            resp = rand.exponential1(sim.response_s, self.seed, rand.RESPONSE, i, c)
             self._offer_t[(k, i)] = t
             self._push(t + min(resp, sim.offer_timeout_s), _RESPOND, k, i, c)
             p = min(0.5, sim.cancel_base + sim.cancel_per_min * float(eta[j]) / 60.0)
-            if rand.uniform(self.seed, rand.CANCEL, i, c)[0] < p:
-                at = t + float(rand.uniform(self.seed, rand.CANCEL_AT, i, c)[0]) * (float(eta[j]) + 30.0)
+            if rand.uniform1(self.seed, rand.CANCEL, i, c) < p:
+                at = t + rand.uniform1(self.seed, rand.CANCEL_AT, i, c) * (float(eta[j]) + 30.0)
                 self._push(at, _RIDER_CANCEL, i, -1, c)
 
     # ------------------------------------------------------------------ pings
@@ -386,7 +411,7 @@ class World:
         fix = np.where(fix <= fix_at, fix, fix - iv)
         # GPS fixes come from online drivers only; a status change is reported at once
         # (>=: a change made at the tick time itself, e.g. an offer, went out after that tick's pings)
-        due = ((fix > last_sent) & (self.status != D.OFFLINE)) | (self.changed >= last_sent)
+        due = ((fix > last_sent) & (self.status != _OFFLINE)) | (self.changed >= last_sent)
         keys = np.flatnonzero(due)
         if len(keys) == 0:
             return keys, Pings.empty()
