@@ -77,7 +77,7 @@ class LoopState:
     last_rec: float = -np.inf
     last_sent: np.ndarray | None = None
     ticks: dict = field(default_factory=lambda: {name: [] for name in TICKS_SCHEMA.names})
-    wall_before: float = 0.0  # wall seconds spent before a resume
+    wall_before: float = 0.0  # wall seconds of the sessions before a resume
     failed_ticks: int = 0
     next_checkpoint: float = 0.0
 
@@ -165,7 +165,8 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
             world, coord, st = resume["world"], resume["coord"], resume["loop"]
             world.log = log
             coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
-        _loop(cfg, world, coord, locations, progress, st)
+        base_wall = st.wall_before
+        _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
     finally:
         backend.close()
     log.flush()
@@ -182,7 +183,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         "shards": cfg.shard.shards, "backend": cfg.shard.backend, "seed": sim.seed,
         "drivers": len(fleet), "quarantined": n_quarantined, "label": cfg.label,
         "sim_seconds": max(world.clock, float(ticks["ts"][-1]) if ticks["ts"] else 0.0),  # drain included
-        "wall_seconds": st.wall_before + time.perf_counter() - wall0,
+        "wall_seconds": base_wall + time.perf_counter() - wall0,
         "handoffs": coord.handoffs, "shard_restarts": coord.restarts, "refused_pings": dict(coord.refusals),
         "resumed": resume is not None, "failed_ticks": st.failed_ticks,
         "trace": str(cfg.trace), "config": _jsonable(asdict(cfg)),
@@ -193,14 +194,14 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
     return summary
 
 
-def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st: LoopState, wall0: float) -> None:
+def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st: LoopState, wall_so_far: float) -> None:
     """Flush the logs to whole part files, then save the state that produces the rest (atomically)."""
     out = Path(cfg.out)
     log = world.log
     log.flush()
     if locations is not None:
         locations.flush()
-    st.wall_before += time.perf_counter() - wall0
+    st.wall_before = wall_so_far
     state = {
         "cfg": cfg, "world": world, "coord": coord, "loop": st,
         "events_seq": log.seq, "events_part": log.out.part, "events_counts": log.counts.copy(),
@@ -214,10 +215,10 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=str))
 
 
-def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress, st: LoopState) -> None:
+def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress, st: LoopState, wall) -> None:
+    """Ticks until every request has ended. ``wall()`` gives the run's wall seconds so far."""
     sim = cfg.sim
     step = sim.step_s
-    wall0 = time.perf_counter()
     bar = _progress(cfg, world) if progress is None else progress
     while not world.done():
         if world.pending:
@@ -232,8 +233,7 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
         if cfg.checkpoint_every_s > 0 and t >= st.next_checkpoint:
             # state as of the end of the previous tick: a resume redoes this tick
             st.k -= 1
-            _checkpoint(cfg, world, coord, locations, st, wall0)
-            wall0 = time.perf_counter()
+            _checkpoint(cfg, world, coord, locations, st, wall())
             st.k += 1
             st.next_checkpoint = t + cfg.checkpoint_every_s
         if locations is not None:
@@ -261,7 +261,6 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
                 st.ticks[name].append(v)
         if bar is not None:
             bar.update(world)
-    st.wall_before += time.perf_counter() - wall0
     if bar is not None:
         bar.close()
 
