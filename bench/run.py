@@ -1,0 +1,159 @@
+"""Run the benchmarks: ``python -m bench.run [--quick] [--only NAME,...] [--out bench/results/latest.json]``.
+
+Writes ``{"machine": {...}, "figures": {NAME: {"value", "unit", "target", "better", "ok", "note"}}}``
+and prints a table. Every figure is measured for real in this run (medians over
+repeats; ratios measured side by side in the same run). ``--quick`` shrinks
+every size for a smoke run (< 60 s) and skips Ray and the 1M-request replay.
+"""
+from __future__ import annotations
+
+from . import _threads  # noqa: F401  (must come before numpy: thread-pool limits)
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _registry():
+    """(function name, figures it produces, module:function), in run order (cheap and pinned first)."""
+    return [
+        ("tick_solve_ms_p50", ("tick_solve_ms_p50",), "core"),
+        ("tick_dense_vs_sparse", ("tick_dense_vs_sparse",), "core"),
+        ("scaling_exponent", ("scaling_exponent",), "core"),
+        ("ingest_pings_per_s", ("ingest_pings_per_s",), "core"),
+        ("cost_ratio_sharded_vs_global", ("cost_ratio_sharded_vs_global",), "sharded"),
+        ("ingest_pings_per_s_ray", ("ingest_pings_per_s_ray",), "ray_ingest"),
+        ("replay_speedup_metro", ("replay_speedup_metro", "metro_tick_ms_p99", "littles_law_ratio"), "replay"),
+        ("wait_ratio_batch_vs_greedy", ("wait_ratio_batch_vs_greedy",), "replay"),
+        ("peak_rss_mb_replay_1m", ("peak_rss_mb_replay_1m",), "replay"),
+    ]
+
+
+# the declared unit/target/better of each figure (used when its function fails)
+SPECS = {
+    "tick_solve_ms_p50": ("ms", 20, "lower"),
+    "tick_dense_vs_sparse": ("x", 10, "higher"),
+    "scaling_exponent": ("slope", 1.3, "lower"),
+    "ingest_pings_per_s": ("pings/s", 1_000_000, "higher"),
+    "cost_ratio_sharded_vs_global": ("ratio", 1.01, "lower"),
+    "ingest_pings_per_s_ray": ("pings/s", 200_000, "higher"),
+    "replay_speedup_metro": ("x", 30, "higher"),
+    "metro_tick_ms_p99": ("ms", 100, "lower"),
+    "littles_law_ratio": ("ratio", None, None),
+    "wait_ratio_batch_vs_greedy": ("ratio", 0.8, "lower"),
+    "peak_rss_mb_replay_1m": ("MB", 2048, "lower"),
+}
+
+
+def _select(only: str | None):
+    reg = _registry()
+    if not only:
+        return reg
+    want = {w.strip() for w in only.split(",") if w.strip()}
+    known = {n for n, figs, _ in reg} | {f for _, figs, _ in reg for f in figs}
+    unknown = want - known
+    if unknown:
+        raise SystemExit(f"bench.run: unknown figure(s) {sorted(unknown)}; known: {sorted(known)}")
+    return [(n, figs, m) for n, figs, m in reg if n in want or want & set(figs)]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        a = abs(v)
+        if a >= 1e5:
+            return f"{v:,.0f}"
+        if a >= 100:
+            return f"{v:.0f}"
+        if a >= 10:
+            return f"{v:.1f}"
+        if a >= 1:
+            return f"{v:.3f}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def table(figures: dict) -> str:
+    rows = [("figure", "value", "unit", "target", "ok")]
+    for name, f in figures.items():
+        if f["target"] is None:
+            tgt = "1 +- 0.1" if name == "littles_law_ratio" else "-"
+        else:
+            tgt = ("<= " if f["better"] == "lower" else ">= ") + _fmt(f["target"])
+        ok = "yes" if f["ok"] else ("n/a" if f["value"] is None else "NO")
+        rows.append((name, _fmt(f["value"]), f["unit"], tgt, ok))
+    w = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for j, r in enumerate(rows):
+        lines.append("  ".join([r[0].ljust(w[0]), r[1].rjust(w[1]), r[2].ljust(w[2]), r[3].ljust(w[3]), r[4]]))
+        if j == 0:
+            lines.append("  ".join("-" * x for x in w))
+    return "\n".join(lines)
+
+
+def _clean(obj):
+    """JSON without NaN/inf (they become null)."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run; skips Ray and the 1M replay")
+    p.add_argument("--only", default=None, help="comma list of figure names (or their function names)")
+    p.add_argument("--out", default=str(HERE / "results" / "latest.json"), help="results JSON (default %(default)s)")
+    p.add_argument("--cache", default=str(HERE / ".cache"), help="synthetic inputs and scratch runs (default %(default)s)")
+    a = p.parse_args(argv)
+
+    import importlib
+
+    from .common import Context, failed, machine
+
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ctx = Context(quick=a.quick, cache=Path(a.cache), results=out.parent)
+    results = {"machine": machine(), "mode": "quick" if a.quick else "full", "figures": {}}
+    results["machine"]["affinity_at_start"] = sorted(os.sched_getaffinity(0))
+    results["machine"]["load_avg_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    t_all = time.perf_counter()
+    for name, figs, module in _select(a.only):
+        ctx.log(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            fn = getattr(importlib.import_module(f"bench.{module}"), name)
+            got = fn(ctx)
+        except Exception as e:  # noqa: BLE001 - one broken figure must not sink the others
+            traceback.print_exc()
+            got = {f: failed(*SPECS[f], f"{type(e).__name__}: {e}"[:400]) for f in figs}
+        for f, v in got.items():
+            v["seconds"] = round(time.perf_counter() - t0, 1)
+            v["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine inflates wall times
+            results["figures"][f] = v
+            ctx.log(f"  {f} = {_fmt(v['value'])} {v['unit']} ({'ok' if v['ok'] else 'MISS'}) - {v['note']}")
+        # write after every figure: a long run that dies keeps what it measured
+        results["seconds"] = round(time.perf_counter() - t_all, 1)
+        out.write_text(json.dumps(_clean(results), indent=2, allow_nan=False) + "\n")
+    print(table(results["figures"]))
+    print(f"\n{len(results['figures'])} figures in {time.perf_counter() - t_all:.0f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The benchmark harness runs end to end in --quick mode and writes well-formed JSON.
+
+No timing assertions: this only guards the harness (bench/run.py) against rot.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "tick_solve_ms_p50", "tick_dense_vs_sparse", "scaling_exponent", "ingest_pings_per_s",
+    "cost_ratio_sharded_vs_global", "ingest_pings_per_s_ray", "replay_speedup_metro", "metro_tick_ms_p99",
+    "littles_law_ratio", "wait_ratio_batch_vs_greedy", "peak_rss_mb_replay_1m",
+}
+# measured even in --quick mode (the others are skipped there: Ray, the 1M replay)
+MEASURED_IN_QUICK = EXPECTED - {"ingest_pings_per_s_ray", "peak_rss_mb_replay_1m"}
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "results" / "latest.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_quick_run_writes_well_formed_results(tmp_path):
+    proc, out = _run(tmp_path)
+    res = json.loads(out.read_text())  # strict JSON: no NaN/inf
+    assert {"machine", "figures"} <= set(res)
+    m = res["machine"]
+    for key in ("cpu", "cores", "python", "numpy", "scipy", "ray", "date"):
+        assert key in m, key
+    figs = res["figures"]
+    assert set(figs) == EXPECTED
+    for name, f in figs.items():
+        assert {"value", "unit", "target", "better", "ok", "note"} <= set(f), name
+        assert f["better"] in ("lower", "higher", None), name
+        assert isinstance(f["ok"], bool), name
+        assert isinstance(f["note"], str) and f["note"], name
+        assert f["value"] is None or (isinstance(f["value"], (int, float)) and math.isfinite(f["value"])), name
+        if f["value"] is None:
+            assert f["ok"] is False, name
+    for name in MEASURED_IN_QUICK:
+        assert figs[name]["value"] is not None, (name, figs[name]["note"])
+    # the printed table names every figure
+    for name in EXPECTED:
+        assert name in proc.stdout
+    assert (out.parent / "tick_scaling.png").stat().st_size > 0
+
+
+def test_only_selects_figures(tmp_path):
+    _, out = _run(tmp_path, "--only", "ingest_pings_per_s,metro_tick_ms_p99")
+    figs = json.loads(out.read_text())["figures"]
+    # a figure produced with others by one function brings its siblings along
+    assert set(figs) == {"ingest_pings_per_s", "replay_speedup_metro", "metro_tick_ms_p99", "littles_law_ratio"}
+
+
+def test_unknown_figure_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "nope",
+                           "--out", str(tmp_path / "x.json"), "--cache", str(tmp_path / "c")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "unknown figure" in proc.stderr
