@@ -100,6 +100,7 @@ class ShardState:
         self._last: TickOutput | None = None  # result of the latest tick, for idempotent retries
         self._fresh = True  # no tick applied since construction
         self._ms_per_edge = 0.0  # learned batch solve speed, for the time budget
+        self._learned_big = False
 
     def tick(self, inp: TickInput) -> TickOutput:
         if self._last is not None and self._last.tick == inp.tick and not inp.reset:
@@ -145,9 +146,15 @@ class ShardState:
             t0 = time.perf_counter()
             pen = unmatched_penalty(reqs.wait_s, self.cfg.unmatched_base_s, self.cfg.unmatched_per_wait)
             dkey, _ = solve_batch(n, e, pen, self.cfg.dense_max_cells)
-            if len(e) >= 100:  # learn the solver's speed (fixed costs make this an overestimate: conservative)
+            # learn the solver's speed per edge from big ticks (small ones are mostly fixed costs and
+            # would overestimate it); until a big tick is seen, small ones give a first, cautious guess
+            big = len(e) >= 2000
+            if big or (len(e) >= 100 and not self._learned_big):
                 per = (time.perf_counter() - t0) * 1e3 / len(e)
-                self._ms_per_edge = per if self._ms_per_edge == 0 else 0.8 * self._ms_per_edge + 0.2 * per
+                if big and not self._learned_big:
+                    self._ms_per_edge, self._learned_big = per, True
+                else:
+                    self._ms_per_edge = per if self._ms_per_edge == 0 else 0.8 * self._ms_per_edge + 0.2 * per
         ri = np.flatnonzero(dkey >= 0)
         rows = t.rows_of(dkey[ri])
         t.set_status(rows, DriverStatus.OFFERED)
