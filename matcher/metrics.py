@@ -313,6 +313,9 @@ def _quarantined(out_dir) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item() if path.exists() else 0
 
 
+SUMMARY_COLUMNS = ["seq", "ts", "kind", "request_id", "driver_id", "pickup_eta_s", "pickup_distance_m"]
+
+
 def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.DataFrame | None = None) -> dict:
     """The summary.json dict of a run folder, recomputed from its events (module docstring).
 
@@ -320,7 +323,8 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
     passed when already loaded (else read from OUT/events/).
     """
     meta = dict(meta or {})
-    ev = ordered(read_events(out_dir) if events is None else events)
+    # only the columns the figures need: positions, ticks and shards would double the memory
+    ev = ordered(read_events(out_dir, SUMMARY_COLUMNS) if events is None else events)
     reqs = request_table(ev)
     counts = ev.group_by("kind").len()
     count = dict(zip(counts["kind"].to_list(), counts["len"].to_list()))
