@@ -330,6 +330,16 @@ def str_to_int(s) -> np.ndarray:
 # ------------------------------------------------------------------ decoding
 
 
+def _flat_cells(h, precision):
+    """(flat uint64 cells, precision as int or flat array broadcast with them, original shape)."""
+    p = _precision_arg(precision)
+    h = np.asarray(h, dtype=np.uint64)
+    if not isinstance(p, int):
+        h, p = np.broadcast_arrays(h, p)
+        p = p.reshape(-1)
+    return h.reshape(-1), p, h.shape
+
+
 def bounds_int(h, precision):
     """(lat_min, lat_max, lng_min, lng_max) float64 arrays of geohash integers.
 
@@ -337,13 +347,7 @@ def bounds_int(h, precision):
     an int array broadcast with `h`. Bits above 5*precision must be zero
     (not checked).
     """
-    p = _precision_arg(precision)
-    h = np.asarray(h, dtype=np.uint64)
-    if not isinstance(p, int):
-        h, p = np.broadcast_arrays(h, p)
-        p = p.reshape(-1)
-    shape = h.shape
-    h = h.reshape(-1)
+    h, p, shape = _flat_cells(h, precision)
     nlat, nlng = _bits(p)
     ilat, ilng = _deinterleave(h, (5 * p) & 1)
     clat = np.ldexp(180.0, -nlat)
@@ -396,13 +400,7 @@ def neighbors_int(h, precision) -> np.ndarray:
     polar row has 3 `NO_CELL`s), and a `NO_CELL` input gives 8 `NO_CELL`s.
     Neighbours are mutual and (away from the poles) pairwise distinct.
     """
-    p = _precision_arg(precision)
-    h = np.asarray(h, dtype=np.uint64)
-    if not isinstance(p, int):
-        h, p = np.broadcast_arrays(h, p)
-        p = p.reshape(-1)
-    shape = h.shape
-    h = h.reshape(-1)
+    h, p, shape = _flat_cells(h, precision)
     # Work on the dilated (Morton-spread) coordinates directly: x +/- 1 on a
     # dilated value needs only an add and masks, no compact/spread per neighbour.
     nlat, nlng = _bits(p)
