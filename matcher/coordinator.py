@@ -25,6 +25,7 @@ from .candidates import RequestBatch
 from .config import MatchConfig, ShardConfig
 from .driver_table import Pings
 from .shard import Matches, TickInput, TickOutput, solve_deferred
+from .sharding import popcount64
 
 
 class SingleRouter:
@@ -122,7 +123,7 @@ class Coordinator:
         sel = np.flatnonzero(self.known & ((self.member & bit) != 0))
         p = self.latest.take(sel)
         p.owned = self.owner[sel] == s
-        p.shared = _popcount(self.member[sel]) > 1
+        p.shared = popcount64(self.member[sel]) > 1
         return TickInput(inp.tick, inp.now, p, np.empty(0, np.int64), inp.requests, inp.policy, inp.budget_ms, reset=True)
 
     def _remember(self, p: Pings) -> None:
@@ -145,7 +146,7 @@ class Coordinator:
         self.handoffs += int(moved.sum())
         self.member[keys] = mask
         self.owner[keys] = owner
-        shared = _popcount(mask) > 1
+        shared = popcount64(mask) > 1
         req_shard = self.router.route_requests(reqs.lat, reqs.lng)
         inputs = []
         for s in range(self.k):
@@ -203,8 +204,3 @@ def _empty_reports(n: int) -> Pings:
         rating=np.zeros(n, np.float32), ts=np.full(n, -np.inf), owned=np.ones(n, bool), shared=np.zeros(n, bool),
     )
 
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    from .sharding import popcount64
-
-    return popcount64(x)

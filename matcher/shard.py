@@ -159,13 +159,19 @@ class ShardState:
         rows = t.rows_of(dkey[ri])
         t.set_status(rows, DriverStatus.OFFERED)
         # eta/dist of each chosen edge
-        pair = cand.req * (t.n + 1) + cand.row
-        srt = np.argsort(pair)
-        pos = srt[np.searchsorted(pair, ri * (t.n + 1) + rows, sorter=srt)]
+        pos = edge_positions(cand.req, cand.row, ri, rows)
         matches = Matches(reqs.idx[ri], t.key[rows], cand.cost[pos], cand.dist[pos], t.lat[rows], t.lng[rows])
         d = ~loc
         deferred = Matches(reqs.idx[cand.req[d]], t.key[cand.row[d]], cand.cost[d], cand.dist[d], t.lat[cand.row[d]], t.lng[cand.row[d]])
         return TickOutput(inp.tick, self.shard, matches, deferred, reqs.idx[~local_req], n, fallback=fallback)
+
+
+def edge_positions(edge_req: np.ndarray, edge_col: np.ndarray, req: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """Index in the edge arrays of each chosen (request, column) pair; every pair must be an edge."""
+    big = np.int64(1) << 40  # requests and columns (rows or driver keys) stay far below 2**40
+    pair = edge_req * big + edge_col
+    srt = np.argsort(pair)
+    return srt[np.searchsorted(pair, req * big + col, sorter=srt)]
 
 
 def greedy_order(reqs: RequestBatch) -> np.ndarray:
@@ -193,8 +199,5 @@ def solve_deferred(deferred: Matches, req_idx: np.ndarray, wait_s: np.ndarray, p
         dkey, _ = solve_batch(n, e, pen, cfg.dense_max_cells)
     ri = np.flatnonzero(dkey >= 0)
     # pick the edge rows (request pos, key) chosen
-    big = np.int64(1) << 40
-    pair = e.req * big + e.col
-    srt2 = np.argsort(pair)
-    epos = srt2[np.searchsorted(pair, ri * big + dkey[ri], sorter=srt2)]
+    epos = edge_positions(e.req, e.col, ri, dkey[ri])
     return Matches(req_idx[ri], dkey[ri], deferred.eta[epos], deferred.dist[epos], deferred.lat[epos], deferred.lng[epos])
