@@ -214,6 +214,16 @@ def driver_time(events: pl.DataFrame, requests: pl.DataFrame | None = None) -> t
     if ev.height == 0:
         return 0.0, 0.0
     last_ts = ev["ts"].max()
+    return busy_time(ev, last_ts, requests), online_time(ev, last_ts)
+
+
+def busy_time(events: pl.DataFrame, last_ts, requests: pl.DataFrame | None = None) -> float:
+    """Busy seconds of the accepts in ``events``; ``last_ts`` is the ts of the log's last event.
+
+    Additive over any split of the log by request: each accept only looks at events
+    of its own request.
+    """
+    ev = events if "pos" in events.columns else ordered(events)
     if requests is None:
         requests = request_table(ev)
     accepts = (
@@ -241,6 +251,12 @@ def driver_time(events: pl.DataFrame, requests: pl.DataFrame | None = None) -> t
         )
         .item()
     )
+    return float(busy or 0.0)
+
+
+def online_time(events: pl.DataFrame, last_ts) -> float:
+    """Online seconds of the drivers in ``events`` (needs every shift event of those drivers)."""
+    ev = events if "pos" in events.columns else ordered(events)
     online = (
         ev.filter(pl.col("kind").is_in(("driver_online", "driver_offline")) & pl.col("driver_id").is_not_null())
         .select("driver_id", "kind", "pos", "ts")
@@ -252,7 +268,7 @@ def driver_time(events: pl.DataFrame, requests: pl.DataFrame | None = None) -> t
         .select(_seconds(pl.coalesce(pl.col("next_ts"), pl.lit(last_ts)), pl.col("ts")).sum())
         .item()
     )
-    return float(busy or 0.0), float(online or 0.0)
+    return float(online or 0.0)
 
 
 # --- statistics --------------------------------------------------------------------
@@ -314,37 +330,69 @@ def _quarantined(out_dir) -> int:
 
 
 SUMMARY_COLUMNS = ["seq", "ts", "kind", "request_id", "driver_id", "pickup_eta_s", "pickup_distance_m"]
+# A long log is summarized in passes over slices of its requests of about this many
+# events, so the summary of a 1M-request run needs memory for one slice, not the log.
+SUMMARY_PASS_EVENTS = 1_000_000
+_REQUEST_FIGURES = ["request_id", "request_ts", "outcome", "wait_s", "match_delay_s", "pickup_ts", "pickup_eta_s",
+                    "pickup_distance_m"]
+
+
+def _request_slices(events: pl.LazyFrame, n_events: int):
+    """The events that name a request, ordered, in slices by a hash of ``request_id``.
+
+    Every per-request figure (and every busy interval) only looks at the events of its
+    own request, so the slices give exactly the figures of the whole log.
+    """
+    passes = max(1, math.ceil(n_events / SUMMARY_PASS_EVENTS))
+    named = events.filter(pl.col("request_id").is_not_null())
+    for i in range(passes):
+        part = named if passes == 1 else named.filter(pl.col("request_id").hash(seed=0) % passes == i)
+        yield ordered(part.collect())
 
 
 def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.DataFrame | None = None) -> dict:
     """The summary.json dict of a run folder, recomputed from its events (module docstring).
 
     ``meta`` is the engine's run meta (the content of OUT/run.json); ``events`` may be
-    passed when already loaded (else read from OUT/events/).
+    passed when already loaded (else read from OUT/events/). Memory is bounded by one
+    slice of :data:`SUMMARY_PASS_EVENTS` events, whatever the length of the log.
     """
     meta = dict(meta or {})
     # only the columns the figures need: positions, ticks and shards would double the memory
-    ev = ordered(read_events(out_dir, SUMMARY_COLUMNS) if events is None else events)
-    reqs = request_table(ev)
-    counts = ev.group_by("kind").len()
+    lf = scan_events(out_dir, SUMMARY_COLUMNS) if events is None else events.lazy().select(SUMMARY_COLUMNS)
+    n_events, first_ts, last_ts = (lf.select(pl.len(), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
+                                   .collect().row(0))
+    counts = lf.group_by("kind").len().collect()
     count = dict(zip(counts["kind"].to_list(), counts["len"].to_list()))
+
+    slices, busy_s = [], 0.0
+    for ev in _request_slices(lf, n_events):
+        reqs = request_table(ev)
+        busy_s += busy_time(ev, last_ts, reqs) if ev.height else 0.0
+        slices.append(reqs.select(_REQUEST_FIGURES))
+        del ev, reqs
+    reqs = pl.concat(slices).sort("request_ts", "request_id")  # the order of one pass, whatever the slicing
+    del slices
+    shifts = ordered(lf.filter(pl.col("kind").is_in(("driver_online", "driver_offline"))).collect())
+    online_s = online_time(shifts, last_ts) if shifts.height else 0.0
+
     outcomes = reqs["outcome"].value_counts()
     n_out = dict(zip(outcomes["outcome"].to_list(), outcomes["count"].to_list()))
     n_req = reqs.height
     completed = reqs.filter(pl.col("outcome") == "completed")
     picked = reqs.filter(pl.col("pickup_ts").is_not_null())
-    busy_s, online_s = driver_time(ev, reqs)
     ticks = _tick_figures(read_ticks(out_dir))
 
-    if ev.height:
-        span = (ev["ts"].max() - ev["ts"].min()).total_seconds()
-        hourly = ev.filter(pl.col("kind") == "request").group_by(pl.col("ts").dt.truncate("1h")).len()
+    if n_events:
+        span = (last_ts - first_ts).total_seconds()
+        hourly = (lf.filter(pl.col("kind") == "request").group_by(pl.col("ts").dt.truncate("1h")).len()
+                  .collect())
         peak = int(hourly["len"].max()) if hourly.height else 0
     else:
         span, peak = 0.0, 0
     drivers = meta.get("drivers")
     if not isinstance(drivers, (int, float)) or isinstance(drivers, bool):  # absent, or a file name
-        drivers = ev.filter(pl.col("kind") == "driver_online")["driver_id"].n_unique()
+        drivers = shifts.filter(pl.col("kind") == "driver_online")["driver_id"].n_unique()
     quarantined = meta.get("quarantined")
     if quarantined is None:
         quarantined = _quarantined(out_dir)

@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from matcher import metrics
 from matcher.audit import check_run
 from matcher.cli import main
 from matcher.config import RunConfig, SimConfig
@@ -51,6 +52,20 @@ def test_contract_rules_hold_on_a_real_run(nyc_morning, tmp_path, policy):
     assert {"request", "match", "accept", "decline", "pickup", "dropoff", "cancel", "expire"} <= kinds
     assert s["requests"] == pl.read_parquet(nyc_morning).height
     assert s["completed"] + s["cancelled"] + s["expired"] == s["requests"]  # drained
+
+
+def test_summary_in_slices_equals_one_pass(nyc_morning, tmp_path, monkeypatch):
+    """A long log is summarized in slices by request: the figures are those of one pass."""
+    out = tmp_path / "run"
+    s = _run(nyc_morning, out, accept_prob=0.7, cancel_base=0.1, driver_fault_rate_per_h=0.5)
+    meta = json.loads((out / "run.json").read_text())
+    n_events = read_events(out).height
+    monkeypatch.setattr(metrics, "SUMMARY_PASS_EVENTS", n_events // 7)  # 8 slices
+    sliced = metrics.summarize(out, meta)
+    assert sliced.pop("utilization") == pytest.approx(s.pop("utilization"), rel=1e-12)  # busy sums re-ordered
+    for key in ("busy_driver_hours", "online_driver_hours"):
+        assert sliced.pop(key) == pytest.approx(s.pop(key), rel=1e-12)
+    assert sliced == s
 
 
 def test_same_seed_same_log_and_seed_matters(nyc_morning, tmp_path):
