@@ -43,8 +43,20 @@ def total_cost(assigned_cost: np.ndarray, matched: np.ndarray, penalty: np.ndarr
 
 
 def _compact(edges: Edges):
-    cols, col_idx = np.unique(edges.col, return_inverse=True)
-    return cols, col_idx.astype(np.int64)
+    """(sorted distinct columns, each edge's index into them), as ``np.unique(return_inverse=True)``."""
+    col = edges.col
+    if len(col) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    top = int(col.max())
+    if top > 8 * len(col) + 65_536:  # sparse ids: a lookup table would cost more than the sort
+        cols, col_idx = np.unique(col, return_inverse=True)
+        return cols, col_idx.astype(np.int64)
+    # driver keys are dense small integers: a lookup table avoids unique's argsort (hot per tick)
+    seen = np.zeros(top + 1, bool)
+    seen[col] = True
+    cols = np.flatnonzero(seen)
+    lut = np.cumsum(seen, dtype=np.int64) - 1
+    return cols.astype(np.int64), lut[col]
 
 
 def solve_batch(n_req: int, edges: Edges, penalty: np.ndarray, dense_max_cells: int = 40_000) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +64,8 @@ def solve_batch(n_req: int, edges: Edges, penalty: np.ndarray, dense_max_cells: 
 
     Uses dense ``linear_sum_assignment`` on the compact matrix when it has at
     most ``dense_max_cells`` cells (faster for small ticks, measured), else the
-    sparse ``min_weight_full_bipartite_matching`` (LAPJVsp).
+    sparse ``min_weight_full_bipartite_matching`` (LAPJVsp) with the smaller side
+    (requests or drivers) as rows.
     """
     out = np.full(n_req, -1, np.int64)
     cost_out = np.full(n_req, np.nan)
@@ -71,6 +84,20 @@ def solve_batch(n_req: int, edges: Edges, penalty: np.ndarray, dense_max_cells: 
         mat[edges.req, ci] = edges.cost
         mat[np.arange(n_req), m + np.arange(n_req)] = penalty
         rows, cidx = linear_sum_assignment(mat)
+    elif m < n_req:
+        # Fewer drivers than requests (a queue builds up): solve from the drivers' side,
+        # which LAPJVsp does many times faster (one augmentation per row). The same
+        # objective: sum(penalty) + sum over matches of (cost - penalty), where each driver
+        # row takes one request or its own idle column (0). A constant shift per row keeps
+        # weights >= 1 (scipy drops zeros) and cannot move the optimum (one column per row).
+        w = edges.cost - penalty[edges.req]  # < 0 for every useful edge
+        shift = 1.0 - float(w.min())
+        r = np.concatenate([ci, np.arange(m)])
+        c = np.concatenate([edges.req, n_req + np.arange(m)])
+        g = csr_matrix((np.concatenate([w + shift, np.full(m, shift)]), (r, c)), shape=(m, n_req + m))
+        drow, dcol = min_weight_full_bipartite_matching(g)
+        took = dcol < n_req
+        rows, cidx = dcol[took], drow[took]
     else:
         # +1 keeps every weight strictly positive: scipy treats stored zeros as edges,
         # but a constant per row cannot change the optimum anyway (one column per row).

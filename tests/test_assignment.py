@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher.assignment import Edges, components, solve_batch, solve_greedy, total_cost, unmatched_penalty
+from matcher.assignment import Edges, _compact, components, solve_batch, solve_greedy, total_cost, unmatched_penalty
 
 DENSE = 10**12  # dense_max_cells forcing linear_sum_assignment
 SPARSE = 0  # ... forcing min_weight_full_bipartite_matching
@@ -282,3 +282,12 @@ def test_solving_components_separately_is_optimal(seed, n_req, n_drv):
         g_parts[reqs] = g_out
     assert total == pytest.approx(objective(*glob, penalty), rel=1e-9, abs=1e-9)
     assert g_parts.tolist() == g_glob.tolist()
+
+
+@given(st.lists(st.one_of(st.integers(0, 300), st.integers(0, 2**40)), max_size=60))
+def test_compact_equals_unique(cols):
+    """Both paths of the column compaction (lookup table, sort) give np.unique's answer."""
+    col = np.asarray(cols, np.int64)
+    got_cols, got_idx = _compact(Edges(np.zeros(len(col), np.int64), col, np.zeros(len(col))))
+    want_cols, want_idx = np.unique(col, return_inverse=True)
+    assert got_cols.tolist() == want_cols.tolist() and got_idx.tolist() == want_idx.tolist()
