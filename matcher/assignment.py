@@ -59,13 +59,14 @@ def _compact(edges: Edges):
     return cols.astype(np.int64), lut[col]
 
 
-def solve_batch(n_req: int, edges: Edges, penalty: np.ndarray, dense_max_cells: int = 40_000) -> tuple[np.ndarray, np.ndarray]:
+def solve_batch(n_req: int, edges: Edges, penalty: np.ndarray, dense_max_cells: int = 40_000,
+                side: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Min-cost assignment. Returns (driver column per request or -1, its edge cost or nan).
 
     Uses dense ``linear_sum_assignment`` on the compact matrix when it has at
     most ``dense_max_cells`` cells (faster for small ticks, measured), else the
     sparse ``min_weight_full_bipartite_matching`` (LAPJVsp) with the smaller side
-    (requests or drivers) as rows.
+    as rows (``side="auto"``; "requests" or "drivers" force one, same optimum).
     """
     out = np.full(n_req, -1, np.int64)
     cost_out = np.full(n_req, np.nan)
@@ -84,7 +85,7 @@ def solve_batch(n_req: int, edges: Edges, penalty: np.ndarray, dense_max_cells: 
         mat[edges.req, ci] = edges.cost
         mat[np.arange(n_req), m + np.arange(n_req)] = penalty
         rows, cidx = linear_sum_assignment(mat)
-    elif m < n_req:
+    elif side == "drivers" or (side == "auto" and m < n_req):
         # Fewer drivers than requests (a queue builds up): solve from the drivers' side,
         # which LAPJVsp does many times faster (one augmentation per row). The same
         # objective: sum(penalty) + sum over matches of (cost - penalty), where each driver

@@ -86,10 +86,10 @@ def test_batch_equals_brute_force(seed, n_req, n_drv):
     rng = np.random.default_rng(seed)
     edges, penalty = random_instance(rng, n_req, n_drv)
     best = brute_force_optimum(n_req, edges, penalty)
-    for cells in (DENSE, SPARSE):
-        out, cost_out = solve_batch(n_req, edges, penalty, dense_max_cells=cells)
+    for cells, side in ((DENSE, "auto"), (SPARSE, "requests"), (SPARSE, "drivers")):
+        out, cost_out = solve_batch(n_req, edges, penalty, dense_max_cells=cells, side=side)
         check_valid(n_req, edges, out, cost_out)
-        assert objective(out, cost_out, penalty) == pytest.approx(best, rel=1e-9, abs=1e-9), cells
+        assert objective(out, cost_out, penalty) == pytest.approx(best, rel=1e-9, abs=1e-9), (cells, side)
         # an optimum never takes an edge that costs more than waiting
         m = out >= 0
         assert (cost_out[m] <= penalty[m]).all()

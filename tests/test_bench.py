@@ -13,7 +13,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
-    "geohash_encode_points_per_s", "candidates_geohash_vs_kdtree", "tick_solve_ms_p50", "tick_dense_vs_sparse", "scaling_exponent", "ingest_pings_per_s",
+    "geohash_encode_points_per_s", "candidates_geohash_vs_kdtree", "tick_solve_ms_p50", "tick_dense_vs_sparse", "queued_solve_speedup",
+    "scaling_exponent", "ingest_pings_per_s",
     "cost_ratio_sharded_vs_global", "ingest_pings_per_s_ray", "replay_speedup_metro", "metro_tick_ms_p99",
     "littles_law_ratio", "wait_ratio_batch_vs_greedy", "peak_rss_mb_replay_1m",
 }
