@@ -212,7 +212,7 @@ def peak_rss_mb_replay_1m(ctx: Context) -> dict:
     res = json.loads(stdout.strip().splitlines()[-1])
     s = res["summary"]
     sim_s = matching_seconds(trace, out)
-    note = (f"ru_maxrss of a child process replaying {s['requests']:,} synthetic requests (55 req/s x {hours} h) with "
+    note = (f"peak RSS (VmHWM) of a child process replaying {s['requests']:,} synthetic requests (55 req/s x {hours} h) with "
             f"{s['drivers']:,} drivers, inprocess, 1 shard, batch:2: {res['wall_s']:.0f} s wall for "
             f"{sim_s:.0f} simulated s of matching (speedup {sim_s / res['wall_s']:.1f}x), served "
             f"{s['served_rate']:.1%}; psutil-sampled peak {sampled / 2**20:.0f} MB")
