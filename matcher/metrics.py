@@ -333,8 +333,7 @@ SUMMARY_COLUMNS = ["seq", "ts", "kind", "request_id", "driver_id", "pickup_eta_s
 # A long log is summarized in passes over slices of its requests of about this many
 # events, so the summary of a 1M-request run needs memory for one slice, not the log.
 SUMMARY_PASS_EVENTS = 1_000_000
-_REQUEST_FIGURES = ["request_id", "request_ts", "outcome", "wait_s", "match_delay_s", "pickup_ts", "pickup_eta_s",
-                    "pickup_distance_m"]
+_REQUEST_FIGURES = ["outcome", "wait_s", "match_delay_s", "pickup_ts", "pickup_eta_s", "pickup_distance_m"]
 
 
 def _request_slices(events: pl.LazyFrame, n_events: int):
@@ -348,6 +347,29 @@ def _request_slices(events: pl.LazyFrame, n_events: int):
     for i in range(passes):
         part = named if passes == 1 else named.filter(pl.col("request_id").hash(seed=0) % passes == i)
         yield ordered(part.collect())
+
+
+def _per_request(events: pl.LazyFrame, n_events: int, columns: list[str], last_ts=None) -> tuple[pl.DataFrame, float]:
+    """(``columns`` of :func:`request_table` in its row order, busy seconds or 0 without ``last_ts``), slice by slice."""
+    keep = list(dict.fromkeys(["request_id", "request_ts", *columns]))
+    slices, busy_s = [], 0.0
+    for ev in _request_slices(events, n_events):
+        reqs = request_table(ev)
+        if last_ts is not None and ev.height:
+            busy_s += busy_time(ev, last_ts, reqs)
+        slices.append(reqs.select(keep))
+        del ev, reqs
+    return pl.concat(slices).sort("request_ts", "request_id").select(columns), busy_s
+
+
+def run_request_table(out_dir: str | os.PathLike, columns: list[str] | None = None) -> pl.DataFrame:
+    """:func:`request_table` of a run folder (``columns`` of it, default all), computed in
+    slices of :data:`SUMMARY_PASS_EVENTS` events: the same rows, in memory bounded by a slice."""
+    lf = scan_events(out_dir, SUMMARY_COLUMNS)
+    n_events = lf.select(pl.len()).collect().item()
+    if columns is None:
+        columns = request_table(ordered(lf.head(0).collect())).columns
+    return _per_request(lf, n_events, columns)[0]
 
 
 def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.DataFrame | None = None) -> dict:
@@ -365,14 +387,7 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
     counts = lf.group_by("kind").len().collect()
     count = dict(zip(counts["kind"].to_list(), counts["len"].to_list()))
 
-    slices, busy_s = [], 0.0
-    for ev in _request_slices(lf, n_events):
-        reqs = request_table(ev)
-        busy_s += busy_time(ev, last_ts, reqs) if ev.height else 0.0
-        slices.append(reqs.select(_REQUEST_FIGURES))
-        del ev, reqs
-    reqs = pl.concat(slices).sort("request_ts", "request_id")  # the order of one pass, whatever the slicing
-    del slices
+    reqs, busy_s = _per_request(lf, n_events, _REQUEST_FIGURES, last_ts)
     shifts = ordered(lf.filter(pl.col("kind").is_in(("driver_online", "driver_offline"))).collect())
     online_s = online_time(shifts, last_ts) if shifts.height else 0.0
 

@@ -60,18 +60,17 @@ class Run:
     folder: Path
     summary: dict
     color: str
-    requests: pl.DataFrame | None = None  # matcher.metrics.request_table
+    requests: pl.DataFrame | None = None  # columns of matcher.metrics.request_table
     ticks: pl.DataFrame | None = None
 
 
 def _load(label: str, folder: Path, summary: dict, color: str) -> Run:
-    from .metrics import read_events, read_ticks, request_table
+    from .metrics import read_ticks, run_request_table
 
     run = Run(label, folder, summary, color)
     try:
-        events = read_events(folder, ["seq", "ts", "kind", "request_id", "driver_id", "pickup_eta_s",
-                                      "pickup_distance_m"])
-        run.requests = request_table(events)
+        run.requests = run_request_table(folder, ["request_ts", "end_ts", "outcome", "wait_s", "pickup_eta_s",
+                                                  "time_in_system_s"])
     except (MatcherError, OSError, pl.exceptions.PolarsError):
         run.requests = None  # the table still shows; plots skip this run
     try:

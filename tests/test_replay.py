@@ -55,7 +55,7 @@ def test_contract_rules_hold_on_a_real_run(nyc_morning, tmp_path, policy):
 
 
 def test_summary_in_slices_equals_one_pass(nyc_morning, tmp_path, monkeypatch):
-    """A long log is summarized in slices by request: the figures are those of one pass."""
+    """A long log is summarized in slices by request: the figures (and rows) are those of one pass."""
     out = tmp_path / "run"
     s = _run(nyc_morning, out, accept_prob=0.7, cancel_base=0.1, driver_fault_rate_per_h=0.5)
     meta = json.loads((out / "run.json").read_text())
@@ -66,6 +66,8 @@ def test_summary_in_slices_equals_one_pass(nyc_morning, tmp_path, monkeypatch):
     for key in ("busy_driver_hours", "online_driver_hours"):
         assert sliced.pop(key) == pytest.approx(s.pop(key), rel=1e-12)
     assert sliced == s
+    # the report's per-request table, sliced the same way, is the one-pass table row for row
+    assert metrics.run_request_table(out).equals(metrics.request_table(read_events(out)))
 
 
 def test_same_seed_same_log_and_seed_matters(nyc_morning, tmp_path):
