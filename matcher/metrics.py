@@ -208,15 +208,6 @@ def request_table(events: pl.DataFrame) -> pl.DataFrame:
 
 
 # --- utilization -----------------------------------------------------------------
-def driver_time(events: pl.DataFrame, requests: pl.DataFrame | None = None) -> tuple[float, float]:
-    """(busy seconds, online seconds) summed over drivers (definitions in the module docstring)."""
-    ev = events if "pos" in events.columns else ordered(events)
-    if ev.height == 0:
-        return 0.0, 0.0
-    last_ts = ev["ts"].max()
-    return busy_time(ev, last_ts, requests), online_time(ev, last_ts)
-
-
 def busy_time(events: pl.DataFrame, last_ts, requests: pl.DataFrame | None = None) -> float:
     """Busy seconds of the accepts in ``events``; ``last_ts`` is the ts of the log's last event.
 
@@ -382,6 +373,8 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
     meta = dict(meta or {})
     # only the columns the figures need: positions, ticks and shards would double the memory
     lf = scan_events(out_dir, SUMMARY_COLUMNS) if events is None else events.lazy().select(SUMMARY_COLUMNS)
+    # separate reads on purpose: collect_all would share one scan of every column (measured
+    # on the 1M-request log: 767 MB peak against about 650 MB)
     n_events, first_ts, last_ts = (lf.select(pl.len(), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
                                    .collect().row(0))
     counts = lf.group_by("kind").len().collect()
@@ -389,7 +382,7 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
 
     reqs, busy_s = _per_request(lf, n_events, _REQUEST_FIGURES, last_ts)
     shifts = ordered(lf.filter(pl.col("kind").is_in(("driver_online", "driver_offline"))).collect())
-    online_s = online_time(shifts, last_ts) if shifts.height else 0.0
+    online_s = online_time(shifts, last_ts)
 
     outcomes = reqs["outcome"].value_counts()
     n_out = dict(zip(outcomes["outcome"].to_list(), outcomes["count"].to_list()))
@@ -398,13 +391,9 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
     picked = reqs.filter(pl.col("pickup_ts").is_not_null())
     ticks = _tick_figures(read_ticks(out_dir))
 
-    if n_events:
-        span = (last_ts - first_ts).total_seconds()
-        hourly = (lf.filter(pl.col("kind") == "request").group_by(pl.col("ts").dt.truncate("1h")).len()
-                  .collect())
-        peak = int(hourly["len"].max()) if hourly.height else 0
-    else:
-        span, peak = 0.0, 0
+    span = (last_ts - first_ts).total_seconds() if n_events else 0.0
+    hourly = lf.filter(pl.col("kind") == "request").group_by(pl.col("ts").dt.truncate("1h")).len().collect()
+    peak = int(hourly["len"].max()) if hourly.height else 0
     drivers = meta.get("drivers")
     if not isinstance(drivers, (int, float)) or isinstance(drivers, bool):  # absent, or a file name
         drivers = shifts.filter(pl.col("kind") == "driver_online")["driver_id"].n_unique()
