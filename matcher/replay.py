@@ -189,7 +189,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         "trace": str(cfg.trace), "config": _jsonable(asdict(cfg)),
     }
     metrics.write_json_atomic(out / "run.json", meta)
-    del world, coord, log, inputs, reqs  # the summary reads the whole log: free the run's state first
+    del world, coord, log, inputs, reqs  # the summary reads the log back from disk: free the run's state first
     summary = metrics.write_summary(out, meta)
     (out / CHECKPOINT).unlink(missing_ok=True)
     return summary
