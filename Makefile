@@ -1,18 +1,22 @@
-# Two commands from a fresh clone: `make demo` and `make test`. Everything installs into .venv.
+# Two commands from a fresh clone: `make demo` and `make test`. Everything installs into .venv,
+# at the versions of requirements.lock (the ones CI tested).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE := data/nyc-uber-2014-04-04.parquet
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint format lock bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
+	@echo "installing matcher and its dependencies into $(VENV) (a few minutes on a new machine)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar off -c requirements.lock -e '.[test,dev]' \
+	    | grep -E '^(Collecting|Successfully)' || true
+	$(BIN)/python -c "import matcher, ray, scipy, polars"  # fail here, not later, on a broken install
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +27,24 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The tests that need no Ray (seconds, not minutes): the inner loop of development.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not ray and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Re-pin requirements.lock to what the venv holds now (after changing pyproject.toml).
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | LC_ALL=C sort > requirements.lock
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

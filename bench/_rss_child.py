@@ -8,6 +8,7 @@ The peak is the kernel's high-water mark of this process image (``VmHWM`` in
 a child of a big parent (the bench runner after the metro replay) reports the
 parent's size, not its own (measured: 3,005 MB against a real 1,041 MB).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,6 +4,7 @@ cached synthetic inputs and realistic tick snapshots (drivers + pending requests
 Nothing here is timed itself; the figure functions live in the small modules
 beside it (core, sharded, ray_ingest, replay).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from matcher.assignment import unmatched_penalty
-from matcher.candidates import RequestBatch
 from matcher.config import RIDE_TYPES, VEHICLE_TYPES, MatchConfig
-from matcher.driver_table import DriverTable, Pings
-from matcher.states import DriverStatus
+from matcher.core.assignment import unmatched_penalty
+from matcher.core.candidates import RequestBatch
+from matcher.core.driver_table import DriverTable, Pings
+from matcher.core.states import DriverStatus
 
 KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LNG = 111.320
@@ -135,7 +136,7 @@ def machine() -> dict:
         "polars": _version("polars"),
         "platform": platform.platform(),
         "thread_limits": _threads.METHOD,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -143,8 +144,8 @@ def machine() -> dict:
 
 
 def synth_files(ctx: Context, drivers: int, requests_per_s: float, hours: float, seed: int = 0) -> tuple[Path, Path]:
-    """A synthetic city from ``matcher.synth`` in the cache (generated once per parameter set)."""
-    from matcher.synth import synthesize
+    """A synthetic city from ``matcher.sim.synth`` in the cache (generated once per parameter set)."""
+    from matcher.sim.synth import synthesize
 
     tag = f"synth-d{drivers}-r{requests_per_s:g}-h{hours:g}-s{seed}"
     trace, drv = ctx.path("inputs", f"{tag}.parquet"), ctx.path("inputs", f"{tag}-drivers.parquet")
@@ -184,7 +185,7 @@ def load_pool(ctx: Context) -> Pool:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from matcher.synth import DEFAULT_CENTER
+    from matcher.sim.synth import DEFAULT_CENTER
 
     trace, drv = metro_files(ctx)
     r = pq.read_table(trace, columns=["pickup_lat", "pickup_lng", "ride_type"])
@@ -196,9 +197,14 @@ def load_pool(ctx: Context) -> Pool:
         return np.asarray(pc.index_in(col, value_set=pa.array(names)).fill_null(0).to_numpy(), np.int8)
 
     return Pool(
-        lat0, lng0,
-        (d["lng"].to_numpy() - lng0) * kx, (d["lat"].to_numpy() - lat0) * KM_PER_DEG_LAT, codes(d["vehicle_type"], VEHICLE_TYPES),
-        (r["pickup_lng"].to_numpy() - lng0) * kx, (r["pickup_lat"].to_numpy() - lat0) * KM_PER_DEG_LAT, codes(r["ride_type"], RIDE_TYPES),
+        lat0,
+        lng0,
+        (d["lng"].to_numpy() - lng0) * kx,
+        (d["lat"].to_numpy() - lat0) * KM_PER_DEG_LAT,
+        codes(d["vehicle_type"], VEHICLE_TYPES),
+        (r["pickup_lng"].to_numpy() - lng0) * kx,
+        (r["pickup_lat"].to_numpy() - lat0) * KM_PER_DEG_LAT,
+        codes(r["ride_type"], RIDE_TYPES),
     )
 
 
@@ -216,13 +222,23 @@ def driver_pings(pool: Pool, n: int, rng, scale: float = 1.0, available: float =
     half moving (heading matters), every fix fresh (< 4 s old)."""
     i, x, y = _draw(rng, n, len(pool.dx), 0.05, pool.dx, pool.dy)
     lat, lng = pool.to_latlng(x * scale, y * scale)
-    status = np.where(rng.random(n) < available, int(DriverStatus.AVAILABLE),
-                      rng.integers(int(DriverStatus.OFFERED), int(DriverStatus.ON_TRIP) + 1, n)).astype(np.int8)
+    status = np.where(
+        rng.random(n) < available,
+        int(DriverStatus.AVAILABLE),
+        rng.integers(int(DriverStatus.OFFERED), int(DriverStatus.ON_TRIP) + 1, n),
+    ).astype(np.int8)
     return Pings(
-        key=np.arange(n, dtype=np.int64), lat=lat, lng=lng, heading=rng.uniform(0, 360, n).astype(np.float32),
+        key=np.arange(n, dtype=np.int64),
+        lat=lat,
+        lng=lng,
+        heading=rng.uniform(0, 360, n).astype(np.float32),
         speed=np.where(rng.random(n) < 0.5, 0.0, rng.uniform(2.0, 12.0, n)).astype(np.float32),
-        status=status, vehicle=pool.vehicle[i], rating=np.full(n, 4.8, np.float32),
-        ts=now - rng.uniform(0.0, 4.0, n), owned=np.ones(n, bool), shared=np.zeros(n, bool),
+        status=status,
+        vehicle=pool.vehicle[i],
+        rating=np.full(n, 4.8, np.float32),
+        ts=now - rng.uniform(0.0, 4.0, n),
+        owned=np.ones(n, bool),
+        shared=np.zeros(n, bool),
     )
 
 
@@ -237,8 +253,15 @@ def request_batch(pool: Pool, n: int, rng, scale: float = 1.0, first_idx: int = 
     i, x, y = _draw(rng, n, len(pool.rx), 0.05, pool.rx, pool.ry)
     lat, lng = pool.to_latlng(x * scale, y * scale)
     e = np.empty(0, np.int64)
-    return RequestBatch(np.arange(first_idx, first_idx + n, dtype=np.int64), lat, lng, pool.ride_type[i].copy(),
-                        rng.uniform(0.0, 60.0, n), e, e)
+    return RequestBatch(
+        np.arange(first_idx, first_idx + n, dtype=np.int64),
+        lat,
+        lng,
+        pool.ride_type[i].copy(),
+        rng.uniform(0.0, 60.0, n),
+        e,
+        e,
+    )
 
 
 def objective(cost_of_matched: np.ndarray, matched: np.ndarray, wait_s: np.ndarray, cfg: MatchConfig) -> float:

@@ -2,6 +2,7 @@
 full-matrix baseline beside it, how tick time scales with the pending queue, and
 columnar ping ingestion.
 """
+
 from __future__ import annotations
 
 import gc
@@ -11,15 +12,27 @@ import time
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from matcher import geo
-from matcher.assignment import Edges, solve_batch, solve_greedy, unmatched_penalty
-from matcher.candidates import RequestBatch, compat_matrix, find_candidates
 from matcher.config import MatchConfig
-from matcher.cost import StraightLineEta
-from matcher.driver_table import DriverTable
-from matcher.shard import greedy_order
+from matcher.core import geo
+from matcher.core.assignment import Edges, solve_batch, solve_greedy, unmatched_penalty
+from matcher.core.candidates import RequestBatch, compat_matrix, find_candidates
+from matcher.core.cost import StraightLineEta
+from matcher.core.driver_table import DriverTable
+from matcher.core.shard import greedy_order
 
-from .common import NOW, Context, driver_pings, driver_table, figure, load_pool, median, objective, one_core, pct, request_batch
+from .common import (
+    NOW,
+    Context,
+    driver_pings,
+    driver_table,
+    figure,
+    load_pool,
+    median,
+    objective,
+    one_core,
+    pct,
+    request_batch,
+)
 
 CFG = MatchConfig()
 ETA = StraightLineEta(CFG.eta)
@@ -124,10 +137,12 @@ def tick_solve_ms_p50(ctx: Context) -> dict:
                 cpu_ms.append((c2 - c0) * 1e3)
                 edges.append(len(cand))
     avail = int(table.eligible(NOW, CFG.gps_timeout_s).sum())
-    note = (f"{n_req} pending x {n_drv:,} drivers ({avail:,} available) of the synthetic NYC metro, one core, "
-            f"median of {ticks} ticks with fresh request batches: candidates {median(cand_ms):.1f} ms + "
-            f"solve {median(solve_ms):.1f} ms; p90 {pct(total_ms, 90):.1f} ms; CPU time median {median(cpu_ms):.1f} ms; "
-            f"{median(edges) / n_req:.1f} edges/request")
+    note = (
+        f"{n_req} pending x {n_drv:,} drivers ({avail:,} available) of the synthetic NYC metro, one core, "
+        f"median of {ticks} ticks with fresh request batches: candidates {median(cand_ms):.1f} ms + "
+        f"solve {median(solve_ms):.1f} ms; p90 {pct(total_ms, 90):.1f} ms; CPU time median {median(cpu_ms):.1f} ms; "
+        f"{median(edges) / n_req:.1f} edges/request"
+    )
     return {"tick_solve_ms_p50": figure(median(total_ms), "ms", 20, "lower", note)}
 
 
@@ -159,11 +174,13 @@ def tick_dense_vs_sparse(ctx: Context) -> dict:
             m_dense.append(int((drow >= 0).sum()))
     ratio = median(t_dense) / median(t_ours)
     gap = (sum(o_ours) / sum(o_dense) - 1) * 100
-    note = (f"dense linear_sum_assignment on {n_req} x {cells // n_req:,} eligible drivers (+{n_req} stay-unmatched columns, "
-            f"ETA of every pair vectorized, radius/compat as inf): median {median(t_dense) * 1e3:.0f} ms vs ours "
-            f"{median(t_ours) * 1e3:.1f} ms over {repeats} batches (CPU-time ratio {median(c_dense) / median(c_ours):.0f}x); objective (ETA + unmatched penalty) ours "
-            f"{np.mean(o_ours):.0f} s vs dense optimum {np.mean(o_dense):.0f} s ({gap:+.4f}%; ours keeps k={CFG.k} "
-            f"cheapest of the {CFG.k_search} nearest per request); matched {np.mean(m_ours):.1f} vs {np.mean(m_dense):.1f} per tick")
+    note = (
+        f"dense linear_sum_assignment on {n_req} x {cells // n_req:,} eligible drivers (+{n_req} stay-unmatched columns, "
+        f"ETA of every pair vectorized, radius/compat as inf): median {median(t_dense) * 1e3:.0f} ms vs ours "
+        f"{median(t_ours) * 1e3:.1f} ms over {repeats} batches (CPU-time ratio {median(c_dense) / median(c_ours):.0f}x); objective (ETA + unmatched penalty) ours "
+        f"{np.mean(o_ours):.0f} s vs dense optimum {np.mean(o_dense):.0f} s ({gap:+.4f}%; ours keeps k={CFG.k} "
+        f"cheapest of the {CFG.k_search} nearest per request); matched {np.mean(m_ours):.1f} vs {np.mean(m_dense):.1f} per tick"
+    )
     return {"tick_dense_vs_sparse": figure(ratio, "x", 10, "higher", note)}
 
 
@@ -196,9 +213,11 @@ def queued_solve_speedup(ctx: Context) -> dict:
                 cols.append(len(np.unique(cand.row)))
     avail = int(table.eligible(NOW, CFG.gps_timeout_s).sum())
     ratio = median(t_req) / median(t_drv)
-    note = (f"{n_req:,} pending requests (waited 0-300 s) x {n_drv:,} drivers, {avail:,} available "
-            f"({median(cols):.0f} reachable by some request), one core, median of {reps} ticks: sparse solve with "
-            f"request rows {median(t_req) * 1e3:.1f} ms vs driver rows {median(t_drv) * 1e3:.1f} ms, same objective")
+    note = (
+        f"{n_req:,} pending requests (waited 0-300 s) x {n_drv:,} drivers, {avail:,} available "
+        f"({median(cols):.0f} reachable by some request), one core, median of {reps} ticks: sparse solve with "
+        f"request rows {median(t_req) * 1e3:.1f} ms vs driver rows {median(t_drv) * 1e3:.1f} ms, same objective"
+    )
     return {"queued_solve_speedup": figure(ratio, "x", 1.0, "higher", note)}
 
 
@@ -247,10 +266,12 @@ def scaling_exponent(ctx: Context) -> dict:
     cpu_slope = float(np.polyfit(np.log(list(cpu)), np.log(list(cpu.values())), 1)[0])
     png = _plot(ctx, res, slope)
     pts = "; ".join(f"{n}: {res['ours'][n]:.1f} ms" for n in sizes)
-    note = (f"log-log slope of ours (find_candidates + solve_batch) over {sizes[0]}..{sizes[-1]} pending, "
-            f"{per_req} drivers/request (60% available), constant density, one core: {pts}. "
-            f"Slope of ours in CPU time {cpu_slope:.2f}. Slopes: greedy {slope.get('greedy', float('nan')):.2f}, dense scipy {slope.get('dense', float('nan')):.2f} "
-            f"(<= {dense_max} pending). Plot: {png}")
+    note = (
+        f"log-log slope of ours (find_candidates + solve_batch) over {sizes[0]}..{sizes[-1]} pending, "
+        f"{per_req} drivers/request (60% available), constant density, one core: {pts}. "
+        f"Slope of ours in CPU time {cpu_slope:.2f}. Slopes: greedy {slope.get('greedy', float('nan')):.2f}, dense scipy {slope.get('dense', float('nan')):.2f} "
+        f"(<= {dense_max} pending). Plot: {png}"
+    )
     return {"scaling_exponent": figure(slope["ours"], "slope", 1.3, "lower", note)}
 
 
@@ -261,12 +282,17 @@ def _plot(ctx: Context, res, slope) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    style = {"ours": ("o-", "ours: candidates + solve_batch"), "greedy": ("s--", "greedy: candidates + solve_greedy"),
-             "dense": ("^:", "dense scipy linear_sum_assignment")}
+    style = {
+        "ours": ("o-", "ours: candidates + solve_batch"),
+        "greedy": ("s--", "greedy: candidates + solve_greedy"),
+        "dense": ("^:", "dense scipy linear_sum_assignment"),
+    }
     for name, d in res.items():
         if d:
             mark, label = style[name]
-            ax.plot(list(d.keys()), list(d.values()), mark, label=f"{label} (slope {slope.get(name, float('nan')):.2f})")
+            ax.plot(
+                list(d.keys()), list(d.values()), mark, label=f"{label} (slope {slope.get(name, float('nan')):.2f})"
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("pending requests per tick (drivers = 100 x pending, constant density)")
@@ -304,6 +330,8 @@ def ingest_pings_per_s(ctx: Context) -> dict:
             if b >= 3:
                 dt.append(s)
     rate = n / median(dt)
-    note = (f"DriverTable.apply_pings, batches of {n:,} updates to a {n:,}-driver table, one core, median of {batches}: "
-            f"{median(dt) * 1e3:.2f} ms per batch (p90 {pct(dt, 90) * 1e3:.2f} ms)")
+    note = (
+        f"DriverTable.apply_pings, batches of {n:,} updates to a {n:,}-driver table, one core, median of {batches}: "
+        f"{median(dt) * 1e3:.2f} ms per batch (p90 {pct(dt, 90) * 1e3:.2f} ms)"
+    )
     return {"ingest_pings_per_s": figure(rate, "pings/s", 1_000_000, "higher", note)}

@@ -1,17 +1,18 @@
 """The spatial side of the core: geohash encoding throughput, and the candidate index
 we kept (a KD-tree on unit vectors) against the geohash alternative (the request's
 precision-5 cell and its 8 neighbours, then exact distance), on the same metro tick."""
+
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-from matcher import geo
-from matcher.candidates import RequestBatch, compat_matrix, find_candidates
 from matcher.config import MatchConfig
-from matcher.cost import StraightLineEta
-from matcher.driver_table import DriverTable
+from matcher.core import geo
+from matcher.core.candidates import RequestBatch, compat_matrix, find_candidates
+from matcher.core.cost import StraightLineEta
+from matcher.core.driver_table import DriverTable
 
 from .common import NOW, Context, driver_pings, driver_table, figure, load_pool, median, one_core, request_batch
 
@@ -31,9 +32,15 @@ def geohash_encode_points_per_s(ctx: Context) -> dict:
             geo.encode(lat, lng, 6)
             times.append(time.perf_counter() - t0)
     rate = n / median(times)
-    return {"geohash_encode_points_per_s": figure(
-        rate, "points/s", 2_000_000, "higher",
-        f"geo.encode at precision 6 (strings), {n:,} random points, one core, median of 10: {median(times) * 1e3:.1f} ms")}
+    return {
+        "geohash_encode_points_per_s": figure(
+            rate,
+            "points/s",
+            2_000_000,
+            "higher",
+            f"geo.encode at precision 6 (strings), {n:,} random points, one core, median of 10: {median(times) * 1e3:.1f} ms",
+        )
+    }
 
 
 def geohash_candidates(table: DriverTable, reqs: RequestBatch, cfg: MatchConfig = CFG):
@@ -84,7 +91,7 @@ def candidates_geohash_vs_kdtree(ctx: Context) -> dict:
         for _ in range(reps):
             reqs = request_batch(pool, pending, rng)
             t0 = time.perf_counter()
-            c = find_candidates(table, reqs, NOW, CFG, ETA)
+            find_candidates(table, reqs, NOW, CFG, ETA)
             kd.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             r, d, cost, _ = geohash_candidates(table, reqs, cfg)
@@ -92,9 +99,16 @@ def candidates_geohash_vs_kdtree(ctx: Context) -> dict:
             exact = find_candidates(table, reqs, NOW, cfg, ETA)
             same &= np.isclose(exact.cost.sum(), cost.sum(), rtol=1e-9) and len(exact) == len(r)
     ratio = median(gh) / median(kd)
-    return {"candidates_geohash_vs_kdtree": figure(ratio, "x", 1.0, "higher",
-                  f"{pending} pending x {drivers:,} drivers (60% available), one core, median of {reps}: geohash cell + 8 "
-                  f"neighbours {median(gh) * 1e3:.1f} ms vs KD-tree (k_search={CFG.k_search}) {median(kd) * 1e3:.1f} ms; "
-                  f"the geohash index with every driver examined gives the exact k cheapest: "
-                  f"{'same edges as an exhaustive KD-tree search' if same else 'DIFFERENT edges from an exhaustive search'}. "
-                  "The KD-tree is kept because it is faster (ratio > 1).")}
+    return {
+        "candidates_geohash_vs_kdtree": figure(
+            ratio,
+            "x",
+            1.0,
+            "higher",
+            f"{pending} pending x {drivers:,} drivers (60% available), one core, median of {reps}: geohash cell + 8 "
+            f"neighbours {median(gh) * 1e3:.1f} ms vs KD-tree (k_search={CFG.k_search}) {median(kd) * 1e3:.1f} ms; "
+            f"the geohash index with every driver examined gives the exact k cheapest: "
+            f"{'same edges as an exhaustive KD-tree search' if same else 'DIFFERENT edges from an exhaustive search'}. "
+            "The KD-tree is kept because it is faster (ratio > 1).",
+        )
+    }

@@ -1,13 +1,14 @@
 """Pings end to end through 4 Ray shard actors on a local Ray (2 CPUs)."""
+
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-from matcher.candidates import RequestBatch
 from matcher.config import MatchConfig, ShardConfig
-from matcher.sharding import RegionMap
+from matcher.core.candidates import RequestBatch
+from matcher.dist.sharding import RegionMap
 
 from .common import Context, driver_pings, failed, figure, load_pool, median, pct
 
@@ -15,15 +16,15 @@ N_SHARDS = 4
 
 
 def _actors(ray, n: int):
-    """The project's shard actor (matcher.ray_backend.ShardActor) when it exists, else a minimal one."""
+    """The project's shard actor (matcher.dist.ray_backend.ShardActor) when it exists, else a minimal one."""
     try:
-        from matcher.ray_backend import ShardActor
-        from matcher.shard import TickInput
+        from matcher.core.shard import TickInput
+        from matcher.dist.ray_backend import ShardActor
 
         if not hasattr(ShardActor, "options"):
             raise ImportError("ShardActor is not a Ray actor class")
     except ImportError as e:
-        from matcher.driver_table import DriverTable
+        from matcher.core.driver_table import DriverTable
 
         @ray.remote
         class IngestActor:  # minimal stand-in: a DriverTable behind one method
@@ -44,7 +45,7 @@ def _actors(ray, n: int):
         # a tick with pings and no pending requests: apply_pings + an empty solve
         return a.tick.remote(TickInput(k, 4.0 * k, p, none, empty))
 
-    return actors, call, "the project's matcher.ray_backend.ShardActor (ShardState.tick with pings, no requests)"
+    return actors, call, "the project's matcher.dist.ray_backend.ShardActor (ShardState.tick with pings, no requests)"
 
 
 def ingest_pings_per_s_ray(ctx: Context) -> dict:
@@ -69,8 +70,13 @@ def ingest_pings_per_s_ray(ctx: Context) -> dict:
     started = False
     if not ray.is_initialized():
         t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
         started = True
         ctx.log(f"  ray.init {time.perf_counter() - t0:.1f} s")
     try:
@@ -98,8 +104,10 @@ def ingest_pings_per_s_ray(ctx: Context) -> dict:
         if started:
             ray.shutdown()
     rate = batches * n / wall
-    note = (f"{batches} batches of {n:,} pings (the whole fleet, every 4 s) routed by RegionMap owner and sent as one "
-            f"numpy batch per shard per batch to {N_SHARDS} actors (num_cpus=0.5 each, local Ray with 2 CPUs), gathered "
-            f"with ray.get: {median(lat_ms):.1f} ms per batch median, p90 {pct(lat_ms, 90):.1f} ms; pings per shard "
-            f"{(per_shard // batches).tolist()} per batch; actor: {which}")
+    note = (
+        f"{batches} batches of {n:,} pings (the whole fleet, every 4 s) routed by RegionMap owner and sent as one "
+        f"numpy batch per shard per batch to {N_SHARDS} actors (num_cpus=0.5 each, local Ray with 2 CPUs), gathered "
+        f"with ray.get: {median(lat_ms):.1f} ms per batch median, p90 {pct(lat_ms, 90):.1f} ms; pings per shard "
+        f"{(per_shard // batches).tolist()} per batch; actor: {which}"
+    )
     return {"ingest_pings_per_s_ray": figure(rate, unit, target, "higher", note)}

@@ -1,6 +1,7 @@
-"""Whole replays through ``matcher.replay.run_replay``: the synthetic metro hour on
+"""Whole replays through ``matcher.sim.replay.run_replay``: the synthetic metro hour on
 4 Ray shards (speed, tick p99, Little's law), batch vs greedy on the real NYC day,
 and the peak memory of a 1M-request replay (in a child process)."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def _config(trace, out, *args: str, policy: str = "batch", window: float | None 
 
 
 def _replay(cfg) -> tuple[dict, float]:
-    from matcher.replay import run_replay
+    from matcher.sim.replay import run_replay
 
     t0 = time.perf_counter()
     summary = run_replay(cfg)
@@ -50,7 +51,7 @@ def littles_law(run_dir: Path, window_s: float) -> dict:
     """
     import polars as pl
 
-    from matcher import metrics
+    from matcher.analysis import metrics
 
     ticks = pl.read_parquet(run_dir / "ticks.parquet")
     ev = metrics.ordered(metrics.read_events(run_dir)).filter(pl.col("request_id").is_not_null())
@@ -112,39 +113,54 @@ def replay_speedup_metro(ctx: Context) -> dict:
             ctx.log(f"  failed: {errors[-1]}")
     if summary is None:
         why = "; ".join(errors)
-        return {"replay_speedup_metro": failed("x", 30, "higher", why),
-                "metro_tick_ms_p99": failed("ms", 100, "lower", why),
-                "littles_law_ratio": failed("ratio", None, None, why)}
+        return {
+            "replay_speedup_metro": failed("x", 30, "higher", why),
+            "metro_tick_ms_p99": failed("ms", 100, "lower", why),
+            "littles_law_ratio": failed("ratio", None, None, why),
+        }
     backend, shards = used
     fallback = "" if (backend, shards) == tries[0] else f" FELL BACK from {tries[0]}: {'; '.join(errors)}."
     if ctx.quick:
         fallback = " (--quick: a small synthetic city, inprocess backend)"
     tick = summary.get("tick_ms") or {}
-    desc = (f"{summary['requests']:,} requests, {summary['drivers']:,} drivers, {shards} shards on the {backend} "
-            f"backend{fallback}")
+    desc = (
+        f"{summary['requests']:,} requests, {summary['drivers']:,} drivers, {shards} shards on the {backend} "
+        f"backend{fallback}"
+    )
     sim_s = matching_seconds(trace, out)
     speed = sim_s / wall
     own = summary["sim_seconds"] / summary["wall_seconds"] if summary.get("wall_seconds") else float("nan")
-    note = (f"{desc}: {sim_s:.0f} simulated s (first request to last tick: the hour plus the queue's drain) in "
-            f"{wall:.1f} s wall around run_replay (load, Ray start, replay, summary); the run's own summary says "
-            f"{summary['sim_seconds']:.0f} sim s / {summary['wall_seconds']:.1f} wall s = {own:.1f}x; "
-            f"{summary['ticks']} ticks, tick p50 {tick.get('p50', float('nan')):.1f} ms; served "
-            f"{summary['served_rate']:.1%}, mean wait {(summary.get('wait_s') or {}).get('mean') or float('nan'):.0f} s, "
-            f"border share {summary.get('border_share') or 0:.1%}, fallback ticks {summary.get('fallback_ticks')}")
+    note = (
+        f"{desc}: {sim_s:.0f} simulated s (first request to last tick: the hour plus the queue's drain) in "
+        f"{wall:.1f} s wall around run_replay (load, Ray start, replay, summary); the run's own summary says "
+        f"{summary['sim_seconds']:.0f} sim s / {summary['wall_seconds']:.1f} wall s = {own:.1f}x; "
+        f"{summary['ticks']} ticks, tick p50 {tick.get('p50', float('nan')):.1f} ms; served "
+        f"{summary['served_rate']:.1%}, mean wait {(summary.get('wait_s') or {}).get('mean') or float('nan'):.0f} s, "
+        f"border share {summary.get('border_share') or 0:.1%}, fallback ticks {summary.get('fallback_ticks')}"
+    )
     figs = {"replay_speedup_metro": figure(speed, "x", 30, "higher", note)}
     figs["metro_tick_ms_p99"] = figure(
-        tick.get("p99"), "ms", 100, "lower",
+        tick.get("p99"),
+        "ms",
+        100,
+        "lower",
         f"p99 of the per-tick wall time (pings, routing, shard fan-out and gather, deferred solve, offers) of the same "
-        f"run; max {tick.get('max', float('nan')):.0f} ms; {desc}")
+        f"run; max {tick.get('max', float('nan')):.0f} ms; {desc}",
+    )
     try:
         ll = littles_law(out, float(cfg.sim.window_s))
         ok = abs(ll["corrected"] - 1.0) <= 0.1
         figs["littles_law_ratio"] = figure(
-            ll["corrected"], "ratio", None, None,
+            ll["corrected"],
+            "ratio",
+            None,
+            None,
             f"target 1 +- 0.1 (no hard target). Matcher queue of the same run: L = {ll['L']:.1f} pending on average "
             f"(ticks.parquet) vs lambda x W = {ll['lambda']:.2f} req/s x {ll['W']:.2f} s searching = "
             f"{ll['lambda'] * ll['W']:.1f} (event log); raw ratio {ll['ratio']:.4f}, value corrected for sampling at "
-            f"tick instants (half a {cfg.sim.window_s:g} s window per search ended by a match)", ok=ok)
+            f"tick instants (half a {cfg.sim.window_s:g} s window per search ended by a match)",
+            ok=ok,
+        )
     except Exception as e:  # noqa: BLE001
         figs["littles_law_ratio"] = failed("ratio", None, None, f"{type(e).__name__}: {e}")
     return figs
@@ -173,10 +189,12 @@ def wait_ratio_batch_vs_greedy(ctx: Context) -> dict:
     ratio = b["wait_s"]["mean"] / g["wait_s"]["mean"]
 
     def desc(s):
-        return (f"served {s['served_rate']:.1%}, mean wait {s['wait_s']['mean']:.0f} s (p90 {s['wait_s']['p90']:.0f}), "
-                f"mean pickup ETA {s['pickup_eta_s']['mean']:.0f} s, expired {s['expired']}, cancelled {s['cancelled']}")
+        return (
+            f"served {s['served_rate']:.1%}, mean wait {s['wait_s']['mean']:.0f} s (p90 {s['wait_s']['p90']:.0f}), "
+            f"mean pickup ETA {s['pickup_eta_s']['mean']:.0f} s, expired {s['expired']}, cancelled {s['cancelled']}"
+        )
 
-    note = (f"{trace.name} ({b['requests']:,} requests), --drivers 150, seed 0: batch:2 {desc(b)}; greedy {desc(g)}")
+    note = f"{trace.name} ({b['requests']:,} requests), --drivers 150, seed 0: batch:2 {desc(b)}; greedy {desc(g)}"
     return {"wait_ratio_batch_vs_greedy": figure(ratio, "ratio", 0.8, "lower", note)}
 
 
@@ -203,8 +221,10 @@ def peak_rss_mb_replay_1m(ctx: Context) -> dict:
             break
         if time.perf_counter() - last > 30:
             last = time.perf_counter()
-            ctx.log(f"  1M replay running {last - t0:5.0f} s, RSS now {ps.memory_info().rss / 2**20:.0f} MB, "
-                    f"peak sampled {sampled / 2**20:.0f} MB")
+            ctx.log(
+                f"  1M replay running {last - t0:5.0f} s, RSS now {ps.memory_info().rss / 2**20:.0f} MB, "
+                f"peak sampled {sampled / 2**20:.0f} MB"
+            )
         time.sleep(0.5)
     stdout, _ = proc.communicate()
     if proc.returncode:
@@ -212,8 +232,10 @@ def peak_rss_mb_replay_1m(ctx: Context) -> dict:
     res = json.loads(stdout.strip().splitlines()[-1])
     s = res["summary"]
     sim_s = matching_seconds(trace, out)
-    note = (f"peak RSS (VmHWM) of a child process replaying {s['requests']:,} synthetic requests (55 req/s x {hours} h) with "
-            f"{s['drivers']:,} drivers, inprocess, 1 shard, batch:2: {res['wall_s']:.0f} s wall for "
-            f"{sim_s:.0f} simulated s of matching (speedup {sim_s / res['wall_s']:.1f}x), served "
-            f"{s['served_rate']:.1%}; psutil-sampled peak {sampled / 2**20:.0f} MB")
+    note = (
+        f"peak RSS (VmHWM) of a child process replaying {s['requests']:,} synthetic requests (55 req/s x {hours} h) with "
+        f"{s['drivers']:,} drivers, inprocess, 1 shard, batch:2: {res['wall_s']:.0f} s wall for "
+        f"{sim_s:.0f} simulated s of matching (speedup {sim_s / res['wall_s']:.1f}x), served "
+        f"{s['served_rate']:.1%}; psutil-sampled peak {sampled / 2**20:.0f} MB"
+    )
     return {"peak_rss_mb_replay_1m": figure(res["maxrss_mb"], unit, target, "lower", note)}

@@ -5,9 +5,8 @@ and prints a table. Every figure is measured for real in this run (medians over
 repeats; ratios measured side by side in the same run). ``--quick`` shrinks
 every size for a smoke run (< 60 s) and skips Ray and the 1M-request replay.
 """
-from __future__ import annotations
 
-from . import _threads  # noqa: F401  (must come before numpy: thread-pool limits)
+from __future__ import annotations
 
 import argparse
 import json
@@ -17,6 +16,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+from . import _threads  # noqa: F401  (must come before numpy: thread-pool limits)
 
 HERE = Path(__file__).resolve().parent
 
@@ -125,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run; skips Ray and the 1M replay")
     p.add_argument("--only", default=None, help="comma list of figure names (or their function names)")
     p.add_argument("--out", default=str(HERE / "results" / "latest.json"), help="results JSON (default %(default)s)")
-    p.add_argument("--cache", default=str(HERE / ".cache"), help="synthetic inputs and scratch runs (default %(default)s)")
+    p.add_argument(
+        "--cache", default=str(HERE / ".cache"), help="synthetic inputs and scratch runs (default %(default)s)"
+    )
     a = p.parse_args(argv)
 
     import importlib

@@ -1,18 +1,30 @@
 """Match quality of the geographic sharding: 4 shards (RegionMap halos, border
 components deferred to the coordinator's solve) against one global shard, on the
 very same tick snapshots."""
+
 from __future__ import annotations
-
-import numpy as np
-
-from matcher.config import MatchConfig, ShardConfig
-from matcher.shard import Matches, ShardState, TickInput, solve_deferred
-from matcher.sharding import RegionMap, is_shared
 
 import math
 from pathlib import Path
 
-from .common import KM_PER_DEG_LAT, KM_PER_DEG_LNG, NOW, Context, Pool, driver_pings, figure, load_pool, objective, request_batch
+import numpy as np
+
+from matcher.config import MatchConfig, ShardConfig
+from matcher.core.shard import Matches, ShardState, TickInput, solve_deferred
+from matcher.dist.sharding import RegionMap, is_shared
+
+from .common import (
+    KM_PER_DEG_LAT,
+    KM_PER_DEG_LNG,
+    NOW,
+    Context,
+    Pool,
+    driver_pings,
+    figure,
+    load_pool,
+    objective,
+    request_batch,
+)
 
 NYC = Path(__file__).resolve().parents[1] / "data" / "nyc-uber-2014-04-04.parquet"
 
@@ -91,22 +103,36 @@ def _ratio_on(pool: Pool, n_shards: int, n_drv: int, n_req: int, snaps: int, see
         total += len(reqs)
         shared_share.append(sh)
         loads += per
-    return dict(ratio=eta_s / eta_g if eta_g else float("nan"), obj=obj_s / obj_g, n_s=n_s, n_g=n_g,
-                border=deferred / total, shared=float(np.mean(shared_share)), loads=loads.astype(int).tolist(), twice=twice)
+    return {
+        "ratio": eta_s / eta_g if eta_g else float("nan"),
+        "obj": obj_s / obj_g,
+        "n_s": n_s,
+        "n_g": n_g,
+        "border": deferred / total,
+        "shared": float(np.mean(shared_share)),
+        "loads": loads.astype(int).tolist(),
+        "twice": twice,
+    }
 
 
 def cost_ratio_sharded_vs_global(ctx: Context) -> dict:
     n_shards = 4
     n_drv, n_req, snaps = (5_000, 50, 3) if ctx.quick else (50_000, 500, 10)
     notes, worst = [], 0.0
-    for name, pool, nd, nr in (("synthetic NYC metro", load_pool(ctx), n_drv, n_req),
-                               ("real NYC day (data/), drivers at its pickup points", nyc_pool(), n_drv // 10, n_req // 5)):
+    for name, pool, nd, nr in (
+        ("synthetic NYC metro", load_pool(ctx), n_drv, n_req),
+        ("real NYC day (data/), drivers at its pickup points", nyc_pool(), n_drv // 10, n_req // 5),
+    ):
         r = _ratio_on(pool, n_shards, nd, nr, snaps, seed=5)
         worst = max(worst, r["ratio"])
-        notes.append(f"{name}: {snaps} snapshots of {nr} pending x {nd:,} drivers, total matched ETA ratio {r['ratio']:.6f}, "
-                     f"objective ratio {r['obj']:.6f}, matched {r['n_s']} vs {r['n_g']}, border (deferred) requests "
-                     f"{r['border']:.1%}, drivers visible to >1 shard {r['shared']:.1%}, requests per shard {r['loads']}, "
-                     f"drivers offered twice {r['twice']}")
-    note = (f"RegionMap with {n_shards} shards (region precision 4, tight halos) + solve_deferred vs one ShardState on "
-            "the same snapshots; value = the worse of the two traces. " + "; ".join(notes))
+        notes.append(
+            f"{name}: {snaps} snapshots of {nr} pending x {nd:,} drivers, total matched ETA ratio {r['ratio']:.6f}, "
+            f"objective ratio {r['obj']:.6f}, matched {r['n_s']} vs {r['n_g']}, border (deferred) requests "
+            f"{r['border']:.1%}, drivers visible to >1 shard {r['shared']:.1%}, requests per shard {r['loads']}, "
+            f"drivers offered twice {r['twice']}"
+        )
+    note = (
+        f"RegionMap with {n_shards} shards (region precision 4, tight halos) + solve_deferred vs one ShardState on "
+        "the same snapshots; value = the worse of the two traces. " + "; ".join(notes)
+    )
     return {"cost_ratio_sharded_vs_global": figure(worst, "ratio", 1.01, "lower", note)}

@@ -2,6 +2,7 @@
 
 Takes the options of `matcher replay`; all logic lives in the library.
 """
+
 import sys
 
 from matcher.cli import main

@@ -1,7 +1,8 @@
-"""The `matcher` command line (contracts/cli.md). Parses arguments and calls the library.
+"""The `matcher` command line (docs/cli.md). Parses arguments and calls the library.
 
 Exit codes: 0 ok, 1 failure (one line, no traceback unless --debug), 2 bad arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,8 @@ import sys
 import traceback
 from dataclasses import replace
 
-from .config import MatchConfig, RunConfig, ShardConfig, SimConfig
-from .errors import MatcherError
+from matcher.config import MatchConfig, RunConfig, ShardConfig, SimConfig
+from matcher.errors import MatcherError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,31 +65,82 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
     s, m = SimConfig(), MatchConfig()
     p.add_argument("trace", nargs="?" if resumable else None, help="trace: a Parquet file or a folder of Parquet files")
     p.add_argument("--out", required=not resumable, help="output folder")
-    p.add_argument("--drivers", type=_drivers, default=None,
-                   help="a driver file (Parquet) or a count to synthesise "
-                        "(default: one per 10 requests of the busiest hour)")
-    p.add_argument("--window", type=_positive(float), default=s.window_s, help="batch window in seconds (default %(default)s)")
+    p.add_argument(
+        "--drivers",
+        type=_drivers,
+        default=None,
+        help="a driver file (Parquet) or a count to synthesise (default: one per 10 requests of the busiest hour)",
+    )
+    p.add_argument(
+        "--window", type=_positive(float), default=s.window_s, help="batch window in seconds (default %(default)s)"
+    )
     p.add_argument("--shards", type=_positive(int), default=1, help="number of geohash shards (default 1)")
-    p.add_argument("--backend", choices=("inprocess", "ray"), default=None,
-                   help="shard backend (default: inprocess for 1 shard, ray for more)")
+    p.add_argument(
+        "--backend",
+        choices=("inprocess", "ray"),
+        default=None,
+        help="shard backend (default: inprocess for 1 shard, ray for more)",
+    )
     p.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded local Ray)")
-    p.add_argument("--num-cpus", type=_positive(float), default=ShardConfig.num_cpus, help="CPUs per shard actor (default %(default)s)")
+    p.add_argument(
+        "--num-cpus",
+        type=_positive(float),
+        default=ShardConfig.num_cpus,
+        help="CPUs per shard actor (default %(default)s)",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-locations", action="store_true", help="write driver location history to OUT/locations/")
-    p.add_argument("--checkpoint-every", type=float, default=RunConfig.checkpoint_every_s,
-                   help="simulated seconds between checkpoints, 0 for none (default %(default)s)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=RunConfig.checkpoint_every_s,
+        help="simulated seconds between checkpoints, 0 for none (default %(default)s)",
+    )
     g = p.add_argument_group("models")
-    g.add_argument("--patience", type=_positive(float), default=s.patience_s, help="rider patience, s (default %(default)s)")
-    g.add_argument("--accept-prob", type=_prob, default=s.accept_prob, help="driver acceptance probability (default %(default)s)")
-    g.add_argument("--offer-timeout", type=_positive(float), default=s.offer_timeout_s, help="offer timeout, s (default %(default)s)")
-    g.add_argument("--cancel-base", type=_prob, default=s.cancel_base, help="rider cancel probability after match, base (default %(default)s)")
-    g.add_argument("--cancel-per-min", type=_prob, default=s.cancel_per_min, help="... plus this per minute of pickup ETA (default %(default)s)")
-    g.add_argument("--gps-dropout-rate", type=float, default=s.gps_dropout_rate_per_h, help="GPS dropouts per driver-hour (default %(default)s)")
-    g.add_argument("--speed", type=_positive(float), default=s.trip_speed_mps, help="city speed, m/s (default %(default)s)")
-    g.add_argument("--radius", type=_positive(float), default=m.radius_m, help="candidate radius, m (default %(default)s)")
+    g.add_argument(
+        "--patience", type=_positive(float), default=s.patience_s, help="rider patience, s (default %(default)s)"
+    )
+    g.add_argument(
+        "--accept-prob", type=_prob, default=s.accept_prob, help="driver acceptance probability (default %(default)s)"
+    )
+    g.add_argument(
+        "--offer-timeout",
+        type=_positive(float),
+        default=s.offer_timeout_s,
+        help="offer timeout, s (default %(default)s)",
+    )
+    g.add_argument(
+        "--cancel-base",
+        type=_prob,
+        default=s.cancel_base,
+        help="rider cancel probability after match, base (default %(default)s)",
+    )
+    g.add_argument(
+        "--cancel-per-min",
+        type=_prob,
+        default=s.cancel_per_min,
+        help="... plus this per minute of pickup ETA (default %(default)s)",
+    )
+    g.add_argument(
+        "--gps-dropout-rate",
+        type=float,
+        default=s.gps_dropout_rate_per_h,
+        help="GPS dropouts per driver-hour (default %(default)s)",
+    )
+    g.add_argument(
+        "--speed", type=_positive(float), default=s.trip_speed_mps, help="city speed, m/s (default %(default)s)"
+    )
+    g.add_argument(
+        "--radius", type=_positive(float), default=m.radius_m, help="candidate radius, m (default %(default)s)"
+    )
     g.add_argument("--k", type=_positive(int), default=m.k, help="candidates per request (default %(default)s)")
-    g.add_argument("--gps-timeout", type=_positive(float), default=m.gps_timeout_s, help="stale after this many silent seconds (default %(default)s)")
+    g.add_argument(
+        "--gps-timeout",
+        type=_positive(float),
+        default=m.gps_timeout_s,
+        help="stale after this many silent seconds (default %(default)s)",
+    )
 
 
 def config_from_args(a: argparse.Namespace, policy: str = "batch", window: float | None = None) -> RunConfig:
@@ -107,16 +159,31 @@ def config_from_args(a: argparse.Namespace, policy: str = "batch", window: float
         seed=a.seed,
     )
     base = MatchConfig()
-    match = replace(base, radius_m=a.radius, k=a.k, k_search=max(base.k_search, 2 * a.k), gps_timeout_s=a.gps_timeout,
-                    eta=replace(base.eta, city_speed_mps=a.speed))
+    match = replace(
+        base,
+        radius_m=a.radius,
+        k=a.k,
+        k_search=max(base.k_search, 2 * a.k),
+        gps_timeout_s=a.gps_timeout,
+        eta=replace(base.eta, city_speed_mps=a.speed),
+    )
     shard = ShardConfig(shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus)
-    return RunConfig(trace=a.trace, out=a.out, drivers=a.drivers, sim=sim, match=match, shard=shard,
-                     record_locations=a.record_locations, quiet=a.quiet, checkpoint_every_s=a.checkpoint_every)
+    return RunConfig(
+        trace=a.trace,
+        out=a.out,
+        drivers=a.drivers,
+        sim=sim,
+        match=match,
+        shard=shard,
+        record_locations=a.record_locations,
+        quiet=a.quiet,
+        checkpoint_every_s=a.checkpoint_every,
+    )
 
 
 def _cmd_replay(a) -> int:
-    from .replay import resume_replay, run_replay
-    from .summary_text import format_summary
+    from matcher.analysis.summary_text import format_summary
+    from matcher.sim.replay import resume_replay, run_replay
 
     if a.resume:
         summary = resume_replay(a.resume, quiet=a.quiet)
@@ -130,7 +197,7 @@ def _cmd_replay(a) -> int:
 
 
 def _cmd_compare(a) -> int:
-    from .compare import parse_policies, run_compare
+    from matcher.sim.compare import parse_policies, run_compare
 
     policies = parse_policies(a.policies)
     run_compare(a, policies, config_from_args)
@@ -138,7 +205,7 @@ def _cmd_compare(a) -> int:
 
 
 def _cmd_report(a) -> int:
-    from .report import build_report
+    from matcher.analysis.report import build_report
 
     path = build_report(a.dir)
     print(path)
@@ -146,7 +213,7 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_import(a) -> int:
-    from .importers import IMPORTERS
+    from matcher.io.importers import IMPORTERS
 
     report = IMPORTERS[a.source](a.files, a.out, day=a.day)
     print(report)
@@ -154,15 +221,24 @@ def _cmd_import(a) -> int:
 
 
 def _cmd_synth(a) -> int:
-    from .synth import synthesize
+    from matcher.sim.synth import synthesize
 
-    print(synthesize(out=a.out, drivers_out=a.drivers_out, drivers=a.drivers, requests_per_s=a.requests_per_s,
-                     hours=a.hours, seed=a.seed, cities=a.cities))
+    print(
+        synthesize(
+            out=a.out,
+            drivers_out=a.drivers_out,
+            drivers=a.drivers,
+            requests_per_s=a.requests_per_s,
+            hours=a.hours,
+            seed=a.seed,
+            cities=a.cities,
+        )
+    )
     return 0
 
 
 def _cmd_validate(a) -> int:
-    from .trace import validate
+    from matcher.io.trace import validate
 
     report = validate(a.trace, drivers=a.drivers)
     print(report.format())
@@ -177,13 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="replay a trace and write a run folder")
     _run_options(r, resumable=True)
     r.add_argument("--policy", choices=("batch", "greedy"), default="batch", help="matching policy (default batch)")
-    r.add_argument("--resume", metavar="OUT", default=None,
-                   help="continue the interrupted run in OUT from its last checkpoint (other options are ignored)")
+    r.add_argument(
+        "--resume",
+        metavar="OUT",
+        default=None,
+        help="continue the interrupted run in OUT from its last checkpoint (other options are ignored)",
+    )
     r.set_defaults(func=_cmd_replay, parser=r)
 
     c = sub.add_parser("compare", help="replay one trace under several policies")
     _run_options(c)
-    c.add_argument("--policies", default="greedy,batch:2,batch:10", help="comma list: greedy, batch:SECONDS (default %(default)s)")
+    c.add_argument(
+        "--policies", default="greedy,batch:2,batch:10", help="comma list: greedy, batch:SECONDS (default %(default)s)"
+    )
     c.set_defaults(func=_cmd_compare)
 
     rep = sub.add_parser("report", help="(re)build DIR/report.html")
@@ -194,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("source", choices=("nyc-uber-2014", "tlc-yellow"))
     imp.add_argument("files", nargs="+")
     imp.add_argument("--out", required=True, help="trace file to write (.parquet)")
-    imp.add_argument("--day", default=None, metavar="YYYY-MM-DD",
-                     help="keep only the trips whose local (New York) pickup date is this day")
+    imp.add_argument(
+        "--day",
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="keep only the trips whose local (New York) pickup date is this day",
+    )
     imp.set_defaults(func=_cmd_import)
 
     sy = sub.add_parser("synth", help="generate a synthetic city")
@@ -205,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--requests-per-s", type=_positive(float), default=5.0)
     sy.add_argument("--hours", type=_positive(float), default=1.0)
     sy.add_argument("--seed", type=_non_negative_int, default=0)
-    sy.add_argument("--cities", type=_positive(int), default=1,
-                    help="spread the rate and the fleet over this many cities around the world (default 1)")
+    sy.add_argument(
+        "--cities",
+        type=_positive(int),
+        default=1,
+        help="spread the rate and the fleet over this many cities around the world (default 1)",
+    )
     sy.set_defaults(func=_cmd_synth)
 
     v = sub.add_parser("validate", help="check a trace; exit 1 if it would be rejected")
@@ -233,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the contract: one line unless --debug
         if args.debug:
             traceback.print_exc()
-        print(f"matcher: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"matcher: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr
+        )
         return 1
 
 

@@ -3,6 +3,7 @@
 Read once at the edge (the CLI or a job entrypoint) and passed down; nothing
 below the edge reads the environment or argv.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 VEHICLE_TYPES: tuple[str, ...] = ("uberx", "xl", "black")
 RIDE_TYPES: tuple[str, ...] = ("uberx", "pool", "xl", "black")
 
-# ride type -> vehicle types that may serve it (contracts/trace.md)
+# ride type -> vehicle types that may serve it (docs/trace.md)
 DEFAULT_COMPAT: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("uberx", ("uberx", "xl")),
     ("pool", ("uberx", "xl")),

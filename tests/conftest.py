@@ -10,6 +10,7 @@ run it in a subprocess with its own RAY_TMPDIR and ports, never in this process.
 written once per session to a temporary folder (absolute paths), for replays of a few
 seconds each.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from matcher.backend import keep_embedded_ray_on_loopback
+from matcher.dist.backend import keep_embedded_ray_on_loopback
 
 # Before any test module imports ray: the session's Ray stays on 127.0.0.1.
 keep_embedded_ray_on_loopback()
@@ -38,8 +39,14 @@ def ray_session():
     ray = pytest.importorskip("ray")
     started = False
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
         started = True
     yield ray
     if started:

@@ -15,30 +15,38 @@ A ``match`` without overrides gets ``pickup_eta_s=60.0`` and ``pickup_distance_m
         (600, "dropoff", "r1", "d1"),
     ])
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matcher.schemas import EVENTS
+from matcher.io.schemas import EVENTS
 
-BASE = datetime(2014, 4, 1, 8, 0, tzinfo=timezone.utc)
+BASE = datetime(2014, 4, 1, 8, 0, tzinfo=UTC)
 DEFAULT_ETA_S = 60.0
 DEFAULT_DISTANCE_M = 400.0
 
 DEFAULT_META = {
-    "policy": "batch", "window_s": 2.0, "shards": 1, "seed": 0, "drivers": None, "quarantined": 0,
-    "sim_seconds": None, "wall_seconds": 1.0, "label": None,
+    "policy": "batch",
+    "window_s": 2.0,
+    "shards": 1,
+    "seed": 0,
+    "drivers": None,
+    "quarantined": 0,
+    "sim_seconds": None,
+    "wall_seconds": 1.0,
+    "label": None,
 }
 
 
 def events_table(rows, base: datetime = BASE, window_s: float = 2.0) -> pa.Table:
-    """The rows as an Arrow table of schema matcher.schemas.EVENTS."""
+    """The rows as an Arrow table of schema matcher.io.schemas.EVENTS."""
     cols: dict[str, list] = {f.name: [] for f in EVENTS}
     for i, row in enumerate(rows):
         t, kind, *rest = row
@@ -46,14 +54,21 @@ def events_table(rows, base: datetime = BASE, window_s: float = 2.0) -> pa.Table
         rid = rest[0] if len(rest) > 0 else None
         did = rest[1] if len(rest) > 1 else None
         rec = {
-            "seq": i, "ts": base + timedelta(seconds=t), "tick": int(t // window_s), "shard": 0,
-            "kind": kind, "request_id": rid, "driver_id": did, "lat": 40.75, "lng": -73.98,
+            "seq": i,
+            "ts": base + timedelta(seconds=t),
+            "tick": int(t // window_s),
+            "shard": 0,
+            "kind": kind,
+            "request_id": rid,
+            "driver_id": did,
+            "lat": 40.75,
+            "lng": -73.98,
             "pickup_eta_s": DEFAULT_ETA_S if kind == "match" else None,
             "pickup_distance_m": DEFAULT_DISTANCE_M if kind == "match" else None,
         }
         rec.update(extras)
-        for name in cols:
-            cols[name].append(rec[name])
+        for name, column in cols.items():
+            column.append(rec[name])
     return pa.table(cols, schema=EVENTS)
 
 
@@ -61,8 +76,9 @@ def events_frame(rows, base: datetime = BASE) -> pl.DataFrame:
     return pl.from_arrow(events_table(rows, base))
 
 
-def ticks_table(wall_ms, base: datetime = BASE, window_s: float = 2.0, pending=None, matched=None,
-                deferred=None, fallbacks=None) -> pa.Table:
+def ticks_table(
+    wall_ms, base: datetime = BASE, window_s: float = 2.0, pending=None, matched=None, deferred=None, fallbacks=None
+) -> pa.Table:
     n = len(wall_ms)
     return pa.table(
         {
@@ -77,11 +93,19 @@ def ticks_table(wall_ms, base: datetime = BASE, window_s: float = 2.0, pending=N
     )
 
 
-def write_run(out, rows, *, meta: dict | None = None, ticks: pa.Table | list | None = None, parts: int = 1,
-              summary: bool = True, base: datetime = BASE) -> Path:
+def write_run(
+    out,
+    rows,
+    *,
+    meta: dict | None = None,
+    ticks: pa.Table | list | None = None,
+    parts: int = 1,
+    summary: bool = True,
+    base: datetime = BASE,
+) -> Path:
     """Write a run folder: events/ (split over ``parts`` hive folders ``shard=i``), ticks.parquet,
-    run.json, quarantine.parquet and (when ``summary``) summary.json via matcher.metrics."""
-    from matcher.metrics import write_summary
+    run.json, quarantine.parquet and (when ``summary``) summary.json via matcher.analysis.metrics."""
+    from matcher.analysis.metrics import write_summary
 
     out = Path(out)
     table = events_table(rows, base)
@@ -95,8 +119,12 @@ def write_run(out, rows, *, meta: dict | None = None, ticks: pa.Table | list | N
     if isinstance(ticks, list):
         ticks = ticks_table(ticks, base)
     pq.write_table(ticks, out / "ticks.parquet")
-    pq.write_table(pa.table({"source": pa.array([], pa.string()), "row": pa.array([], pa.int64()),
-                             "reason": pa.array([], pa.string())}), out / "quarantine.parquet")
+    pq.write_table(
+        pa.table(
+            {"source": pa.array([], pa.string()), "row": pa.array([], pa.int64()), "reason": pa.array([], pa.string())}
+        ),
+        out / "quarantine.parquet",
+    )
     full = {**DEFAULT_META, **(meta or {})}
     if full["drivers"] is None:
         full["drivers"] = len({r[3] for r in rows if r[1] == "driver_online"})
@@ -108,8 +136,17 @@ def write_run(out, rows, *, meta: dict | None = None, ticks: pa.Table | list | N
     return out
 
 
-def ride(rid: str, did: str, t_request: float, t_match: float, t_accept: float, t_pickup: float, t_dropoff: float,
-         eta: float = DEFAULT_ETA_S, dist: float = DEFAULT_DISTANCE_M) -> list[tuple]:
+def ride(
+    rid: str,
+    did: str,
+    t_request: float,
+    t_match: float,
+    t_accept: float,
+    t_pickup: float,
+    t_dropoff: float,
+    eta: float = DEFAULT_ETA_S,
+    dist: float = DEFAULT_DISTANCE_M,
+) -> list[tuple]:
     """The rows of one completed ride (request, match, accept, pickup, dropoff)."""
     return [
         (t_request, "request", rid),

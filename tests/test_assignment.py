@@ -1,15 +1,24 @@
-"""Tests for matcher.assignment: batch optimality (brute force), greedy, dense/sparse, components."""
+"""Tests for matcher.core.assignment: batch optimality (brute force), greedy, dense/sparse, components."""
+
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher.assignment import Edges, _compact, components, solve_batch, solve_greedy, total_cost, unmatched_penalty
+from matcher.core.assignment import (
+    Edges,
+    _compact,
+    components,
+    solve_batch,
+    solve_greedy,
+    total_cost,
+    unmatched_penalty,
+)
 
 DENSE = 10**12  # dense_max_cells forcing linear_sum_assignment
 SPARSE = 0  # ... forcing min_weight_full_bipartite_matching
@@ -38,7 +47,7 @@ def cost_matrix(n_req, edges):
     return C, cols
 
 
-@lru_cache(maxsize=None)
+@cache
 def _perms(m, k):
     return np.array(list(itertools.permutations(range(m), k)), dtype=np.int64).reshape(-1, k)
 

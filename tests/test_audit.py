@@ -1,4 +1,5 @@
-"""matcher.audit: the event-log contract (run-output.md rules 1-4) on hand-written logs."""
+"""matcher.analysis.audit: the event-log contract (run-output.md rules 1-4) on hand-written logs."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import polars as pl
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eventlog import events_frame, in_time_order, tiny_log, write_run  # noqa: E402
+from eventlog import events_frame, in_time_order, tiny_log, write_run
 
-from matcher.audit import check_log, check_run  # noqa: E402
-from matcher.metrics import _EVENT_DTYPES  # noqa: E402
+from matcher.analysis.audit import check_log, check_run
+from matcher.analysis.metrics import _EVENT_DTYPES
 
 
 def rules(messages: list[str]) -> set[str]:
@@ -40,15 +41,18 @@ def test_double_terminal():
 def test_missing_terminal():
     rows = [r for r in tiny_log() if not (r[1] == "expire" and r[2] == "r5")]
     msgs = check_log(events_frame(rows))
-    assert msgs == ["rule 1: request r5 never ends (no dropoff, cancel or expire; last event `request` at "
-                    "2014-04-01T08:18:20.000Z (seq 20))"]
+    assert msgs == [
+        "rule 1: request r5 never ends (no dropoff, cancel or expire; last event `request` at "
+        "2014-04-01T08:18:20.000Z (seq 20))"
+    ]
 
 
 def test_event_after_terminal():
     rows = in_time_order(tiny_log() + [(750, "match", "r1", "d2")])
     msgs = check_log(events_frame(rows))
-    assert any(m.startswith("rule 1: request r1 has a `match` event") and "after its terminal event" in m
-               for m in msgs), msgs
+    assert any(
+        m.startswith("rule 1: request r1 has a `match` event") and "after its terminal event" in m for m in msgs
+    ), msgs
     assert rules(msgs) == {"rule 1"}
 
 
@@ -62,8 +66,10 @@ def test_request_event_missing_and_duplicated():
 
 def test_driver_double_booked():
     # r3 goes to d1 while d1 still drives r1 (matched at 2, dropped off at 700)
-    rows = [(r[0], r[1], r[2], "d1", *r[4:]) if r[2] == "r3" and r[1] in ("match", "accept", "cancel") else r
-            for r in tiny_log()]
+    rows = [
+        (r[0], r[1], r[2], "d1", *r[4:]) if r[2] == "r3" and r[1] in ("match", "accept", "cancel") else r
+        for r in tiny_log()
+    ]
     msgs = check_log(events_frame(rows))
     assert len(msgs) == 1, msgs
     assert msgs[0].startswith("rule 2: driver d1 matched to request r3 at 2014-04-01T08:00:54.000Z")
@@ -80,15 +86,18 @@ def test_driver_double_booked_without_close():
 def test_rematch_to_decliner():
     rows = in_time_order(tiny_log() + [(30, "match", "r2", "d2"), (35, "decline", "r2", "d2")])
     msgs = check_log(events_frame(rows))
-    assert msgs == ["rule 3: request r2 matched again to driver d2 at 2014-04-01T08:00:30.000Z (seq 8) "
-                    "after that driver declined it"]
+    assert msgs == [
+        "rule 3: request r2 matched again to driver d2 at 2014-04-01T08:00:30.000Z (seq 8) "
+        "after that driver declined it"
+    ]
 
 
 def test_pickup_before_accept():
     rows = in_time_order([(4, "pickup", "r1", "d1") if r[1] == "pickup" and r[2] == "r1" else r for r in tiny_log()])
     msgs = check_log(events_frame(rows))
-    assert msgs == ["rule 4: request r1, driver d1: pickup at 2014-04-01T08:00:04.000Z before accept at "
-                    "2014-04-01T08:00:05.000Z"]
+    assert msgs == [
+        "rule 4: request r1, driver d1: pickup at 2014-04-01T08:00:04.000Z before accept at 2014-04-01T08:00:05.000Z"
+    ]
 
 
 def test_accept_and_dropoff_without_predecessor():
@@ -110,8 +119,7 @@ def test_fields_seq_kind_match_values():
 
 
 def test_missing_column():
-    assert check_log(events_frame(tiny_log()).drop("driver_id")) == [
-        "schema: the event log lacks column(s) driver_id"]
+    assert check_log(events_frame(tiny_log()).drop("driver_id")) == ["schema: the event log lacks column(s) driver_id"]
 
 
 def test_limit_caps_messages():
@@ -147,17 +155,26 @@ def _big_log(n: int, rng) -> pl.DataFrame:
     offsets = {"request": 0, "match": 2000, "accept": 5000, "pickup": 60000, "dropoff": 60000 + 1000 * (d // 2)}
     parts = []
     for k, (kind, off) in enumerate(offsets.items()):
-        parts.append(pl.DataFrame({
-            "ts": t_req + off + rng.integers(0, 500, n) * (kind == "request"),
-            "order": np.full(n, k),
-            "kind": [kind] * n,
-            "request_id": np.char.add("r", np.arange(n).astype(str)),
-            "driver_id": None if kind == "request" else np.char.add("d", drv.astype(str)),
-        }, schema_overrides={"driver_id": pl.String}))
+        parts.append(
+            pl.DataFrame(
+                {
+                    "ts": t_req + off + rng.integers(0, 500, n) * (kind == "request"),
+                    "order": np.full(n, k),
+                    "kind": [kind] * n,
+                    "request_id": np.char.add("r", np.arange(n).astype(str)),
+                    "driver_id": None if kind == "request" else np.char.add("d", drv.astype(str)),
+                },
+                schema_overrides={"driver_id": pl.String},
+            )
+        )
     ev = pl.concat(parts, how="vertical").sort("ts", "order").with_row_index("seq")
     return ev.with_columns(
-        pl.col("seq").cast(pl.Int64), pl.col("ts").cast(pl.Datetime("ms", "UTC")), tick=pl.lit(0, pl.Int64),
-        shard=pl.lit(0, pl.Int32), lat=pl.lit(40.7), lng=pl.lit(-74.0),
+        pl.col("seq").cast(pl.Int64),
+        pl.col("ts").cast(pl.Datetime("ms", "UTC")),
+        tick=pl.lit(0, pl.Int64),
+        shard=pl.lit(0, pl.Int32),
+        lat=pl.lit(40.7),
+        lng=pl.lit(-74.0),
         pickup_eta_s=pl.when(pl.col("kind") == "match").then(55.0),
         pickup_distance_m=pl.when(pl.col("kind") == "match").then(300.0),
     ).select([pl.col(c).cast(t) for c, t in _EVENT_DTYPES.items()])
@@ -172,7 +189,10 @@ def test_vectorized_on_a_larger_log():
     d6 = ev.filter((pl.col("request_id") == "r6") & (pl.col("kind") == "match"))["driver_id"].item()
     bad = ev.with_columns(
         pl.when((pl.col("request_id") == "r7") & pl.col("driver_id").is_not_null())
-        .then(pl.lit(d6)).otherwise(pl.col("driver_id")).alias("driver_id"))
+        .then(pl.lit(d6))
+        .otherwise(pl.col("driver_id"))
+        .alias("driver_id")
+    )
     msgs = check_log(bad)
     assert rules(msgs) == {"rule 2"}, msgs
     assert any(f"driver {d6} matched to request r7" in m for m in msgs)

@@ -5,6 +5,7 @@ starts with one clear line on stderr naming the file and exit code 1 (2 for a ba
 argument), or the bad rows are quarantined, counted exactly in OUT/quarantine.parquet
 and summary.json, and the rest is replayed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from matcher import metrics
-from matcher.audit import check_run
+from matcher.analysis import metrics
+from matcher.analysis.audit import check_run
 from matcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,8 +107,9 @@ def summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def assert_replayed(code: int, err: str, out: Path, rows: int, bad: dict[int, str], source: str = "requests",
-                    other_quarantined: int = 0) -> dict:
+def assert_replayed(
+    code: int, err: str, out: Path, rows: int, bad: dict[int, str], source: str = "requests", other_quarantined: int = 0
+) -> dict:
     """Exit 0, exactly ``bad`` ({input row: reason}) quarantined from ``source``, the other rows replayed."""
     assert code == 0, err
     assert "Traceback" not in err
@@ -156,17 +158,28 @@ REJECTED = {
     "csv_named_parquet": (_text, ["not a readable Parquet trace"]),
     "zero_byte_file": (_zero_bytes, ["not a readable Parquet trace"]),
     "nonexistent_path": (lambda tmp, b: tmp / "no-such-trace.parquet", ["no such file"]),
-    "missing_required_column": (lambda tmp, b: write(tmp / "t.parquet", b.drop_columns(["pickup_lng"])),
-                                ["missing required column 'pickup_lng'"]),
-    "pickup_lat_as_string": (lambda tmp, b: write(tmp / "t.parquet", b.set_column(
-        2, "pickup_lat", b.column("pickup_lat").cast(pa.string()))),
-        ["column 'pickup_lat' has type string", "expected a number"]),
-    "request_time_as_string": (lambda tmp, b: write(tmp / "t.parquet", b.set_column(
-        1, "request_time", pa.array([str(v) for v in b.column("request_time").to_pylist()]))),
-        ["column 'request_time' has type string", "expected a timestamp"]),
+    "missing_required_column": (
+        lambda tmp, b: write(tmp / "t.parquet", b.drop_columns(["pickup_lng"])),
+        ["missing required column 'pickup_lng'"],
+    ),
+    "pickup_lat_as_string": (
+        lambda tmp, b: write(
+            tmp / "t.parquet", b.set_column(2, "pickup_lat", b.column("pickup_lat").cast(pa.string()))
+        ),
+        ["column 'pickup_lat' has type string", "expected a number"],
+    ),
+    "request_time_as_string": (
+        lambda tmp, b: write(
+            tmp / "t.parquet",
+            b.set_column(1, "request_time", pa.array([str(v) for v in b.column("request_time").to_pylist()])),
+        ),
+        ["column 'request_time' has type string", "expected a timestamp"],
+    ),
     "empty_trace": (lambda tmp, b: write(tmp / "t.parquet", b.slice(0, 0)), ["holds no request (0 rows)"]),
-    "every_row_bad": (lambda tmp, b: write(tmp / "t.parquet", edit(b, "pickup_lat", {i: NAN for i in range(N)})),
-                      [f"all {N} rows quarantined", "bad_pickup_coordinate"]),
+    "every_row_bad": (
+        lambda tmp, b: write(tmp / "t.parquet", edit(b, "pickup_lat", dict.fromkeys(range(N), NAN))),
+        [f"all {N} rows quarantined", "bad_pickup_coordinate"],
+    ),
 }
 
 
@@ -214,16 +227,27 @@ def _coords(b: pa.Table) -> tuple[pa.Table, dict[int, str]]:
     t = edit(t, "pickup_lng", {2: INF, 4: -181.0})
     t = edit(t, "dropoff_lat", {6: 95.0, 8: None, 10: None})
     t = edit(t, "dropoff_lng", {7: NAN, 10: None})  # row 10: no dropoff at all is fine
-    bad = {1: "bad_pickup_coordinate", 2: "bad_pickup_coordinate", 3: "bad_pickup_coordinate",
-           4: "bad_pickup_coordinate", 5: "bad_pickup_coordinate", 11: "bad_pickup_coordinate",
-           9: "missing_pickup_coordinate",
-           6: "bad_dropoff_coordinate", 7: "bad_dropoff_coordinate", 8: "bad_dropoff_coordinate"}
+    bad = {
+        1: "bad_pickup_coordinate",
+        2: "bad_pickup_coordinate",
+        3: "bad_pickup_coordinate",
+        4: "bad_pickup_coordinate",
+        5: "bad_pickup_coordinate",
+        11: "bad_pickup_coordinate",
+        9: "missing_pickup_coordinate",
+        6: "bad_dropoff_coordinate",
+        7: "bad_dropoff_coordinate",
+        8: "bad_dropoff_coordinate",
+    }
     return t, bad
 
 
 def _null_ids(b: pa.Table) -> tuple[pa.Table, dict[int, str]]:
-    return edit(b, "request_id", {3: None, 7: None, 9: ""}), {3: "missing_request_id", 7: "missing_request_id",
-                                                              9: "missing_request_id"}
+    return edit(b, "request_id", {3: None, 7: None, 9: ""}), {
+        3: "missing_request_id",
+        7: "missing_request_id",
+        9: "missing_request_id",
+    }
 
 
 def _ride_types(b: pa.Table) -> tuple[pa.Table, dict[int, str]]:
@@ -232,8 +256,11 @@ def _ride_types(b: pa.Table) -> tuple[pa.Table, dict[int, str]]:
     return t, {4: "unknown_ride_type", 8: "unknown_ride_type"}
 
 
-QUARANTINED = {"nan_inf_out_of_range_coordinates": _coords, "null_and_empty_ids": _null_ids,
-               "unknown_ride_types": _ride_types}
+QUARANTINED = {
+    "nan_inf_out_of_range_coordinates": _coords,
+    "null_and_empty_ids": _null_ids,
+    "unknown_ride_types": _ride_types,
+}
 
 
 @pytest.mark.parametrize("case", list(QUARANTINED))
@@ -260,8 +287,9 @@ def test_duplicate_request_ids_first_valid_row_stays(tmp_path, base):
     trace = write(tmp_path / "t.parquet", t)
     out = tmp_path / "out"
     code, err = replay(trace, out, "--drivers", "20")
-    assert_replayed(code, err, out, N, {5: "duplicate_request_id", 12: "duplicate_request_id",
-                                        20: "bad_pickup_coordinate"})
+    assert_replayed(
+        code, err, out, N, {5: "duplicate_request_id", 12: "duplicate_request_id", 20: "bad_pickup_coordinate"}
+    )
     ev = request_events(out)
     assert ev["request_id"].n_unique() == ev.height == N - 3
     lat = t.column("pickup_lat").to_pylist()
@@ -290,13 +318,22 @@ def test_driver_file_with_unknown_vehicle_types(tmp_path, base, drivers):
     t = edit(base, "ride_type", {0: "zeppelin"})  # one bad request too: the two counts add up
     out = tmp_path / "out"
     code, err = replay(write(tmp_path / "t.parquet", t), out, "--drivers", str(dpath))
-    s = assert_replayed(code, err, out, 20, {3: "unknown_vehicle_type", 7: "unknown_vehicle_type"},
-                        source="drivers", other_quarantined=1)
+    s = assert_replayed(
+        code,
+        err,
+        out,
+        20,
+        {3: "unknown_vehicle_type", 7: "unknown_vehicle_type"},
+        source="drivers",
+        other_quarantined=1,
+    )
     assert s["drivers"] == 20 - 2
     assert s["requests"] == N - 1
     q = quarantine(out)
     assert Counter(zip(q.column("source").to_pylist(), q.column("reason").to_pylist())) == {
-        ("drivers", "unknown_vehicle_type"): 2, ("requests", "unknown_ride_type"): 1}
+        ("drivers", "unknown_vehicle_type"): 2,
+        ("requests", "unknown_ride_type"): 1,
+    }
     online = metrics.read_events(out).filter(pl.col("kind") == "driver_online")["driver_id"].unique().to_list()
     dids = d.column("driver_id").to_pylist()
     assert not {dids[3], dids[7]} & set(online)
@@ -305,11 +342,20 @@ def test_driver_file_with_unknown_vehicle_types(tmp_path, base, drivers):
 # --------------------------------------------------------------------------- bad arguments: exit 2, one line
 
 
-@pytest.mark.parametrize("args, option", [
-    (["--window", "-1"], "--window"), (["--window", "0"], "--window"), (["--window", "soon"], "--window"),
-    (["--shards", "0"], "--shards"), (["--policy", "fastest"], "--policy"), (["--drivers", "0"], "--drivers"),
-    (["--drivers", "-5"], "--drivers"), (["--seed", "-1"], "--seed"), (["--backend", "spark"], "--backend"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--window", "-1"], "--window"),
+        (["--window", "0"], "--window"),
+        (["--window", "soon"], "--window"),
+        (["--shards", "0"], "--shards"),
+        (["--policy", "fastest"], "--policy"),
+        (["--drivers", "0"], "--drivers"),
+        (["--drivers", "-5"], "--drivers"),
+        (["--seed", "-1"], "--seed"),
+        (["--backend", "spark"], "--backend"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(tmp_path, base, args, option):
     trace = write(tmp_path / "t.parquet", base)
     code, err = replay(trace, tmp_path / "out", *args)
@@ -322,18 +368,29 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, base, args, option):
 # --------------------------------------------------------------------------- the real console script
 
 
-@pytest.mark.parametrize("how, args, code, fragment", [
-    ("script", ["TRUNCATED"], 1, "not a readable Parquet trace"),
-    ("script", ["NOPE"], 1, "no such file"),
-    ("module", ["GOOD", "--window", "-1"], 2, "--window"),
-])
+@pytest.mark.parametrize(
+    "how, args, code, fragment",
+    [
+        ("script", ["TRUNCATED"], 1, "not a readable Parquet trace"),
+        ("script", ["NOPE"], 1, "no such file"),
+        ("module", ["GOOD", "--window", "-1"], 2, "--window"),
+    ],
+)
 def test_console_script_one_line_no_traceback(tmp_path, base, how, args, code, fragment):
-    paths = {"TRUNCATED": _truncated(tmp_path, base), "NOPE": tmp_path / "nope.parquet",
-             "GOOD": write(tmp_path / "good.parquet", base)}
+    paths = {
+        "TRUNCATED": _truncated(tmp_path, base),
+        "NOPE": tmp_path / "nope.parquet",
+        "GOOD": write(tmp_path / "good.parquet", base),
+    }
     argv = [str(paths.get(a, a)) for a in args]
     cmd = [str(BIN / "matcher")] if how == "script" else [sys.executable, "-m", "matcher"]
-    p = subprocess.run([*cmd, "replay", *argv, "--out", str(tmp_path / "out"), "--quiet"],
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    p = subprocess.run(
+        [*cmd, "replay", *argv, "--out", str(tmp_path / "out"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert p.returncode == code, p.stderr
     line = assert_one_line(p.stderr)
     assert fragment in line
@@ -345,26 +402,65 @@ def test_console_script_one_line_no_traceback(tmp_path, base, how, args, code, f
 
 
 T0_S = 1_767_592_800  # 2026-01-05 06:00Z
-COLUMNS = ("request_id", "request_time", "pickup_lat", "pickup_lng", "dropoff_lat", "dropoff_lng", "ride_type",
-           "trip_duration_s", "note")
-NATURAL = {"request_id": "string", "request_time": "ts_ms_utc", "pickup_lat": "float64", "pickup_lng": "float64",
-           "dropoff_lat": "float64", "dropoff_lng": "float64", "ride_type": "string", "trip_duration_s": "float64",
-           "note": "string"}
+COLUMNS = (
+    "request_id",
+    "request_time",
+    "pickup_lat",
+    "pickup_lng",
+    "dropoff_lat",
+    "dropoff_lng",
+    "ride_type",
+    "trip_duration_s",
+    "note",
+)
+NATURAL = {
+    "request_id": "string",
+    "request_time": "ts_ms_utc",
+    "pickup_lat": "float64",
+    "pickup_lng": "float64",
+    "dropoff_lat": "float64",
+    "dropoff_lng": "float64",
+    "ride_type": "string",
+    "trip_duration_s": "float64",
+    "note": "string",
+}
 REQUIRED = ("request_id", "request_time", "pickup_lat", "pickup_lng")
-KINDS = ("string", "large_string", "dict_string", "float64", "float32", "int64", "int8", "bool", "decimal",
-         "ts_s", "ts_ms_utc", "ts_us_ny", "ts_ns", "duration_s", "null")
+KINDS = (
+    "string",
+    "large_string",
+    "dict_string",
+    "float64",
+    "float32",
+    "int64",
+    "int8",
+    "bool",
+    "decimal",
+    "ts_s",
+    "ts_ms_utc",
+    "ts_us_ny",
+    "ts_ns",
+    "duration_s",
+    "null",
+)
 
-_strings = st.one_of(st.sampled_from(["", " ", "uberx", "POOL", " xl ", "black", "helicopter", "r1", "r2", "r3",
-                                      "40.7", "nan", "-74"]), st.text(max_size=6))
+_strings = st.one_of(
+    st.sampled_from(["", " ", "uberx", "POOL", " xl ", "black", "helicopter", "r1", "r2", "r3", "40.7", "nan", "-74"]),
+    st.text(max_size=6),
+)
 _floats = st.one_of(
     st.sampled_from([NAN, INF, -INF, 1e308, -1e308, 0.0, -0.0, 90.0, -90.0, 180.0, -180.0, 90.000001, 5e-324]),
-    st.floats(40.60, 40.90), st.floats(-74.10, -73.80), st.floats(40.60, 40.90), st.floats(-74.10, -73.80),
+    st.floats(40.60, 40.90),
+    st.floats(-74.10, -73.80),
+    st.floats(40.60, 40.90),
+    st.floats(-74.10, -73.80),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 _ints = st.one_of(st.sampled_from([0, 1, -1, 40, -74, 2**63 - 1, -(2**63)]), st.integers(-200, 200))
 # valid instants stay within one hour (a trace spanning centuries is valid but slow); the rest are out of range
 _valid_s = st.integers(T0_S, T0_S + 3600)
-_seconds = st.one_of(_valid_s, _valid_s, _valid_s, _valid_s, _valid_s, st.sampled_from([-(10**11), 10**11, -(2**40), 2**40]))
+_seconds = st.one_of(
+    _valid_s, _valid_s, _valid_s, _valid_s, _valid_s, st.sampled_from([-(10**11), 10**11, -(2**40), 2**40])
+)
 
 
 # the natural type of a column draws mostly plausible values (so that many examples get replayed)
@@ -379,10 +475,16 @@ def _mostly(good, bad):
     return st.sampled_from([good] * 8 + [bad]).flatmap(lambda s: s)
 
 
-PLAUSIBLE = {"request_id": _mostly(_ids, _strings), "request_time": _mostly(_valid_s, _seconds),
-             "ride_type": _mostly(_rides, _strings), "trip_duration_s": _mostly(_durations, _floats),
-             "pickup_lat": _mostly(_lat, _floats), "pickup_lng": _mostly(_lng, _floats),
-             "dropoff_lat": _mostly(_lat, _floats), "dropoff_lng": _mostly(_lng, _floats)}
+PLAUSIBLE = {
+    "request_id": _mostly(_ids, _strings),
+    "request_time": _mostly(_valid_s, _seconds),
+    "ride_type": _mostly(_rides, _strings),
+    "trip_duration_s": _mostly(_durations, _floats),
+    "pickup_lat": _mostly(_lat, _floats),
+    "pickup_lng": _mostly(_lng, _floats),
+    "dropoff_lat": _mostly(_lat, _floats),
+    "dropoff_lng": _mostly(_lng, _floats),
+}
 
 
 def _values(kind: str, column: str | None = None):
@@ -399,7 +501,9 @@ def _values(kind: str, column: str | None = None):
     elif kind == "bool":
         v = st.booleans()
     elif kind == "decimal":
-        v = st.sampled_from([Decimal("40.7"), Decimal("-74.0"), Decimal("0"), Decimal("123456.123456"), Decimal("-999999")])
+        v = st.sampled_from(
+            [Decimal("40.7"), Decimal("-74.0"), Decimal("0"), Decimal("123456.123456"), Decimal("-999999")]
+        )
     elif kind == "duration_s":
         v = st.one_of(st.integers(-10, 4000), st.sampled_from([2**62, -(2**62)]))
     elif kind.startswith("ts_"):
@@ -419,8 +523,13 @@ def _array(kind: str, vals: list) -> pa.Array:
     if kind == "float64":
         return pa.array(vals, pa.float64())
     if kind == "float32":
-        return pa.array([None if v is None else (v if not math.isfinite(v) or abs(v) < 3e38 else math.copysign(INF, v))
-                         for v in vals], pa.float32())
+        return pa.array(
+            [
+                None if v is None else (v if not math.isfinite(v) or abs(v) < 3e38 else math.copysign(INF, v))
+                for v in vals
+            ],
+            pa.float32(),
+        )
     if kind in ("int64", "int8", "bool"):
         return pa.array(vals, {"int64": pa.int64(), "int8": pa.int8(), "bool": pa.bool_()}[kind])
     if kind == "decimal":
@@ -428,8 +537,12 @@ def _array(kind: str, vals: list) -> pa.Array:
     if kind == "duration_s":
         return pa.array(vals, pa.int64()).cast(pa.duration("s"))
     if kind.startswith("ts_"):
-        unit, tz = {"ts_s": ("s", None), "ts_ms_utc": ("ms", "UTC"), "ts_us_ny": ("us", "America/New_York"),
-                    "ts_ns": ("ns", None)}[kind]
+        unit, tz = {
+            "ts_s": ("s", None),
+            "ts_ms_utc": ("ms", "UTC"),
+            "ts_us_ny": ("us", "America/New_York"),
+            "ts_ns": ("ns", None),
+        }[kind]
         scale = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[unit]
         ints = [None if v is None else max(min(v * scale, 2**63 - 1), -(2**63) + 1) for v in vals]
         return pa.array(ints, pa.int64()).cast(pa.timestamp(unit, tz))

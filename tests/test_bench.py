@@ -2,6 +2,7 @@
 
 No timing assertions: this only guards the harness (bench/run.py) against rot.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
-    "geohash_encode_points_per_s", "candidates_geohash_vs_kdtree", "tick_solve_ms_p50", "tick_dense_vs_sparse", "queued_solve_speedup",
-    "scaling_exponent", "ingest_pings_per_s",
-    "cost_ratio_sharded_vs_global", "ingest_pings_per_s_ray", "replay_speedup_metro", "metro_tick_ms_p99",
-    "littles_law_ratio", "wait_ratio_batch_vs_greedy", "peak_rss_mb_replay_1m",
+    "geohash_encode_points_per_s",
+    "candidates_geohash_vs_kdtree",
+    "tick_solve_ms_p50",
+    "tick_dense_vs_sparse",
+    "queued_solve_speedup",
+    "scaling_exponent",
+    "ingest_pings_per_s",
+    "cost_ratio_sharded_vs_global",
+    "ingest_pings_per_s_ray",
+    "replay_speedup_metro",
+    "metro_tick_ms_p99",
+    "littles_law_ratio",
+    "wait_ratio_batch_vs_greedy",
+    "peak_rss_mb_replay_1m",
 }
 # measured even in --quick mode (the others are skipped there: Ray, the 1M replay)
 MEASURED_IN_QUICK = EXPECTED - {"ingest_pings_per_s_ray", "peak_rss_mb_replay_1m"}
@@ -27,7 +38,11 @@ def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, out
@@ -66,7 +81,22 @@ def test_only_selects_figures(tmp_path):
 
 
 def test_unknown_figure_is_refused(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "nope",
-                           "--out", str(tmp_path / "x.json"), "--cache", str(tmp_path / "c")],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--only",
+            "nope",
+            "--out",
+            str(tmp_path / "x.json"),
+            "--cache",
+            str(tmp_path / "c"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "unknown figure" in proc.stderr

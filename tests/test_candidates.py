@@ -1,4 +1,5 @@
-"""Tests for matcher.candidates.find_candidates against a brute-force oracle."""
+"""Tests for matcher.core.candidates.find_candidates against a brute-force oracle."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +10,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from matcher import geo
-from matcher.candidates import RequestBatch, compat_matrix, find_candidates
 from matcher.config import RIDE_TYPES, VEHICLE_TYPES, MatchConfig
-from matcher.cost import StraightLineEta
-from matcher.driver_table import DriverTable, Pings
-from matcher.states import DriverStatus
+from matcher.core import geo
+from matcher.core.candidates import RequestBatch, compat_matrix, find_candidates
+from matcher.core.cost import StraightLineEta
+from matcher.core.driver_table import DriverTable, Pings
+from matcher.core.states import DriverStatus
 
 R = geo.EARTH_RADIUS_M
 NOW = 1000.0
@@ -34,13 +35,21 @@ def destination(lat, lng, bearing_deg, dist_m):
 def make_table(key, lat, lng, heading, speed, status, vehicle, ts, shared=None) -> DriverTable:
     n = len(key)
     t = DriverTable(capacity=4)
-    t.apply_pings(Pings(
-        key=np.asarray(key, np.int64), lat=np.asarray(lat, float), lng=np.asarray(lng, float),
-        heading=np.asarray(heading, np.float32), speed=np.asarray(speed, np.float32),
-        status=np.asarray(status, np.int8), vehicle=np.asarray(vehicle, np.int8),
-        rating=np.full(n, 4.8, np.float32), ts=np.asarray(ts, float), owned=np.ones(n, bool),
-        shared=np.zeros(n, bool) if shared is None else np.asarray(shared, bool),
-    ))
+    t.apply_pings(
+        Pings(
+            key=np.asarray(key, np.int64),
+            lat=np.asarray(lat, float),
+            lng=np.asarray(lng, float),
+            heading=np.asarray(heading, np.float32),
+            speed=np.asarray(speed, np.float32),
+            status=np.asarray(status, np.int8),
+            vehicle=np.asarray(vehicle, np.int8),
+            rating=np.full(n, 4.8, np.float32),
+            ts=np.asarray(ts, float),
+            owned=np.ones(n, bool),
+            shared=np.zeros(n, bool) if shared is None else np.asarray(shared, bool),
+        )
+    )
     return t
 
 
@@ -52,16 +61,24 @@ def random_world(rng, center, n_drv, n_req, spread_m=3000.0, req_spread_m=1500.0
     status = np.where(rng.random(n_drv) < 0.7, 0, rng.integers(1, 5, n_drv))
     ts = NOW - np.where(rng.random(n_drv) < 0.85, rng.uniform(0, 29, n_drv), rng.uniform(31, 200, n_drv))
     speed = np.where(rng.random(n_drv) < 0.5, 0.0, rng.uniform(0, 15, n_drv))
-    table = make_table(key, dlat, dlng, rng.uniform(0, 360, n_drv), speed, status,
-                       rng.integers(0, len(VEHICLE_TYPES), n_drv), ts)
+    table = make_table(
+        key, dlat, dlng, rng.uniform(0, 360, n_drv), speed, status, rng.integers(0, len(VEHICLE_TYPES), n_drv), ts
+    )
     rlat, rlng = destination(clat, clng, rng.uniform(0, 360, n_req), req_spread_m * np.sqrt(rng.random(n_req)))
     idx = rng.permutation(1000)[:n_req].astype(np.int64)
     # barred pairs: some real (request, driver) pairs plus noise for unknown requests/drivers
     nb = int(p_bar * n_req * 3)
     b_req = np.concatenate([rng.choice(idx, nb), [5000, 5001]]).astype(np.int64)
     b_key = np.concatenate([rng.choice(key, nb), [key[0], 10**6]]).astype(np.int64)
-    reqs = RequestBatch(idx, rlat, rlng, rng.integers(0, len(RIDE_TYPES), n_req).astype(np.int8),
-                        rng.uniform(0, 300, n_req), b_req, b_key)
+    reqs = RequestBatch(
+        idx,
+        rlat,
+        rlng,
+        rng.integers(0, len(RIDE_TYPES), n_req).astype(np.int8),
+        rng.uniform(0, 300, n_req),
+        b_req,
+        b_key,
+    )
     return table, reqs
 
 
@@ -135,8 +152,13 @@ def compare_with_oracle(table, reqs, cfg, eta=None, now=NOW):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from(CENTERS), st.integers(1, 40), st.integers(1, 12),
-       st.sampled_from([500.0, 1500.0, 2500.0]))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(CENTERS),
+    st.integers(1, 40),
+    st.integers(1, 12),
+    st.sampled_from([500.0, 1500.0, 2500.0]),
+)
 def test_equals_oracle_when_k_search_covers_fleet(seed, center, n_drv, n_req, radius):
     rng = np.random.default_rng(seed)
     table, reqs = random_world(rng, center, n_drv, n_req)
@@ -146,8 +168,14 @@ def test_equals_oracle_when_k_search_covers_fleet(seed, center, n_drv, n_req, ra
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from(CENTERS), st.integers(1, 60), st.integers(1, 15),
-       st.integers(1, 10), st.integers(1, 10))
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(CENTERS),
+    st.integers(1, 60),
+    st.integers(1, 15),
+    st.integers(1, 10),
+    st.integers(1, 10),
+)
 def test_never_an_ineligible_driver(seed, center, n_drv, n_req, k, k_search):
     """Any k/k_search: every edge is eligible, compatible, not barred, within the radius, correctly costed."""
     rng = np.random.default_rng(seed)
@@ -180,8 +208,15 @@ def test_barred_driver_takes_a_k_search_place():
     """Documents current behaviour: barring is applied after the k_search nearest are
     fetched, so with k_search=1 a request whose nearest driver is barred gets no edge."""
     table = make_table([1, 2], [40.0, 40.0], [-74.001, -74.002], [0, 0], [0, 0], [0, 0], [0, 0], [NOW, NOW])
-    reqs = RequestBatch(np.array([10]), np.array([40.0]), np.array([-74.0]), np.array([0], np.int8), np.zeros(1),
-                        np.array([10]), np.array([1]))
+    reqs = RequestBatch(
+        np.array([10]),
+        np.array([40.0]),
+        np.array([-74.0]),
+        np.array([0], np.int8),
+        np.zeros(1),
+        np.array([10]),
+        np.array([1]),
+    )
     assert len(find_candidates(table, reqs, NOW, MatchConfig(k_search=1), StraightLineEta())) == 0
     e = find_candidates(table, reqs, NOW, MatchConfig(k_search=2), StraightLineEta())
     assert table.key[e.row].tolist() == [2]
@@ -190,16 +225,30 @@ def test_barred_driver_takes_a_k_search_place():
 def test_ties_broken_by_key():
     lat, lng = np.full(4, 40.0), np.full(4, -74.0 + 0.005)
     table = make_table([7, 3, 5, 9], lat, lng, np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(4), np.full(4, NOW))
-    reqs = RequestBatch(np.array([0]), np.array([40.0]), np.array([-74.0]), np.array([0], np.int8), np.array([0.0]),
-                        np.empty(0, np.int64), np.empty(0, np.int64))
+    reqs = RequestBatch(
+        np.array([0]),
+        np.array([40.0]),
+        np.array([-74.0]),
+        np.array([0], np.int8),
+        np.array([0.0]),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+    )
     e = find_candidates(table, reqs, NOW, MatchConfig(k=2), StraightLineEta())
     assert table.key[e.row].tolist() == [3, 5]
 
 
 def test_barred_pair_only_bars_that_request():
     table = make_table([1, 2], [40.0, 40.0], [-74.001, -74.002], [0, 0], [0, 0], [0, 0], [0, 0], [NOW, NOW])
-    reqs = RequestBatch(np.array([10, 11]), np.array([40.0, 40.0]), np.array([-74.0, -74.0]),
-                        np.array([0, 0], np.int8), np.zeros(2), np.array([11]), np.array([1]))
+    reqs = RequestBatch(
+        np.array([10, 11]),
+        np.array([40.0, 40.0]),
+        np.array([-74.0, -74.0]),
+        np.array([0, 0], np.int8),
+        np.zeros(2),
+        np.array([11]),
+        np.array([1]),
+    )
     e = find_candidates(table, reqs, NOW, MatchConfig(), StraightLineEta())
     got = {(int(r), int(table.key[w])) for r, w in zip(e.req, e.row)}
     assert got == {(0, 1), (0, 2), (1, 2)}
@@ -209,8 +258,15 @@ def test_empty_inputs():
     table = make_table([1], [40.0], [-74.0], [0], [0], [0], [0], [NOW])
     cfg, eta = MatchConfig(), StraightLineEta()
     assert len(find_candidates(table, RequestBatch.empty(), NOW, cfg, eta)) == 0
-    reqs = RequestBatch(np.array([0]), np.array([40.0]), np.array([-74.0]), np.array([0], np.int8), np.zeros(1),
-                        np.empty(0, np.int64), np.empty(0, np.int64))
+    reqs = RequestBatch(
+        np.array([0]),
+        np.array([40.0]),
+        np.array([-74.0]),
+        np.array([0], np.int8),
+        np.zeros(1),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+    )
     assert len(find_candidates(DriverTable(), reqs, NOW, cfg, eta)) == 0
     # nobody eligible: no edges, no error
     assert len(find_candidates(table, reqs, NOW + 10 * cfg.gps_timeout_s, cfg, eta)) == 0
@@ -226,8 +282,15 @@ def test_turnaround_penalty_beats_distance():
     alat, alng = destination(plat, plng, 90.0, 500.0)
     blat, blng = destination(plat, plng, 270.0, 700.0)
     table = make_table([1, 2], [alat, blat], [alng, blng], [90.0, 90.0], [8.0, 8.0], [0, 0], [0, 0], [NOW, NOW])
-    reqs = RequestBatch(np.array([0]), np.array([plat]), np.array([plng]), np.array([0], np.int8), np.zeros(1),
-                        np.empty(0, np.int64), np.empty(0, np.int64))
+    reqs = RequestBatch(
+        np.array([0]),
+        np.array([plat]),
+        np.array([plng]),
+        np.array([0], np.int8),
+        np.zeros(1),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+    )
     cfg = MatchConfig()
     e = find_candidates(table, reqs, NOW, cfg, StraightLineEta(cfg.eta))
     keys = table.key[e.row].tolist()
@@ -246,16 +309,24 @@ def test_turnaround_penalty_beats_distance():
 
 
 def _pickup_batch(lat, lng, ride_type=0):
-    return RequestBatch(np.array([0]), np.array([lat]), np.array([lng]), np.array([ride_type], np.int8), np.zeros(1),
-                        np.empty(0, np.int64), np.empty(0, np.int64))
+    return RequestBatch(
+        np.array([0]),
+        np.array([lat]),
+        np.array([lng]),
+        np.array([ride_type], np.int8),
+        np.zeros(1),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+    )
 
 
 def test_across_the_antimeridian():
     # pickup just east of 180 (lng -179.995); drivers on both sides
     plat, plng = 10.0, -179.995
     d_lng = [179.99, -179.99, 179.97, 179.9]  # ~1.6 km, ~0.5 km, ~3.8 km, ~10 km away
-    table = make_table([1, 2, 3, 4], np.full(4, plat), d_lng, np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(4),
-                       np.full(4, NOW))
+    table = make_table(
+        [1, 2, 3, 4], np.full(4, plat), d_lng, np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(4), np.full(4, NOW)
+    )
     cfg = MatchConfig(radius_m=2000.0)
     e = find_candidates(table, _pickup_batch(plat, plng), NOW, cfg, StraightLineEta(cfg.eta))
     assert table.key[e.row].tolist() == [2, 1]

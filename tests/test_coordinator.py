@@ -1,4 +1,5 @@
 """Sharded replays in-process: handoffs, hot-region splits, failed ticks and the time budget."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from matcher import backend as backend_mod
-from matcher.audit import check_run
+from matcher.analysis.audit import check_run
+from matcher.analysis.metrics import read_events
 from matcher.config import RunConfig, ShardConfig
-from matcher.metrics import read_events
-from matcher.replay import run_replay
+from matcher.dist import backend as backend_mod
+from matcher.sim.replay import run_replay
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = REPO / "data" / "synth-small.parquet"
@@ -29,8 +30,13 @@ def trace(tmp_path_factory) -> Path:
 
 
 def _cfg(trace, out, **shard) -> RunConfig:
-    return RunConfig(trace=str(trace), out=str(out), drivers=str(SYNTH_DRIVERS), quiet=True,
-                     shard=replace(ShardConfig(backend="inprocess"), **shard))
+    return RunConfig(
+        trace=str(trace),
+        out=str(out),
+        drivers=str(SYNTH_DRIVERS),
+        quiet=True,
+        shard=replace(ShardConfig(backend="inprocess"), **shard),
+    )
 
 
 class _Watching(backend_mod.InProcessBackend):

@@ -1,4 +1,5 @@
-"""Tests for matcher.driver_table: ping application, refusals, remove, snapshots, eligibility."""
+"""Tests for matcher.core.driver_table: ping application, refusals, remove, snapshots, eligibility."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +7,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher import geo
 from matcher.config import VEHICLE_TYPES
-from matcher.driver_table import _COLUMNS, PING_REASONS, DriverTable, Pings
-from matcher.states import DriverStatus
+from matcher.core import geo
+from matcher.core.driver_table import _COLUMNS, PING_REASONS, DriverTable, Pings
+from matcher.core.states import DriverStatus
 
 
-def make_pings(key, lat=None, lng=None, ts=None, status=None, vehicle=None, heading=None, speed=None,
-               rating=None, owned=None, shared=None) -> Pings:
+def make_pings(
+    key,
+    lat=None,
+    lng=None,
+    ts=None,
+    status=None,
+    vehicle=None,
+    heading=None,
+    speed=None,
+    rating=None,
+    owned=None,
+    shared=None,
+) -> Pings:
     key = np.asarray(key, np.int64)
     n = len(key)
 
@@ -24,11 +36,16 @@ def make_pings(key, lat=None, lng=None, ts=None, status=None, vehicle=None, head
 
     return Pings(
         key=key,
-        lat=col(lat, 40.0, np.float64), lng=col(lng, -74.0, np.float64),
-        heading=col(heading, 0.0, np.float32), speed=col(speed, 0.0, np.float32),
-        status=col(status, int(DriverStatus.AVAILABLE), np.int8), vehicle=col(vehicle, 0, np.int8),
-        rating=col(rating, 4.8, np.float32), ts=col(ts, 0.0, np.float64),
-        owned=col(owned, True, np.bool_), shared=col(shared, False, np.bool_),
+        lat=col(lat, 40.0, np.float64),
+        lng=col(lng, -74.0, np.float64),
+        heading=col(heading, 0.0, np.float32),
+        speed=col(speed, 0.0, np.float32),
+        status=col(status, int(DriverStatus.AVAILABLE), np.int8),
+        vehicle=col(vehicle, 0, np.int8),
+        rating=col(rating, 4.8, np.float32),
+        ts=col(ts, 0.0, np.float64),
+        owned=col(owned, True, np.bool_),
+        shared=col(shared, False, np.bool_),
     )
 
 
@@ -48,14 +65,31 @@ def check_invariants(t: DriverTable) -> None:
 
 def test_insert_then_update():
     t = DriverTable(capacity=2)  # forces growth
-    c = t.apply_pings(make_pings([5, 1, 9], lat=[1.0, 2.0, 3.0], lng=[10.0, 20.0, 30.0], ts=10.0,
-                                 vehicle=[0, 1, 2], speed=[0, 5, 9], heading=[0, 90, 180]))
+    c = t.apply_pings(
+        make_pings(
+            [5, 1, 9],
+            lat=[1.0, 2.0, 3.0],
+            lng=[10.0, 20.0, 30.0],
+            ts=10.0,
+            vehicle=[0, 1, 2],
+            speed=[0, 5, 9],
+            heading=[0, 90, 180],
+        )
+    )
     assert c == dict.fromkeys(PING_REASONS, 0)
     assert t.n == 3
     assert t.rows_of(np.array([5, 1, 9, 2, 1000, -3])).tolist() == [0, 1, 2, -1, -1, -1]
-    c = t.apply_pings(make_pings([9, 7], lat=[-3.0, 4.0], lng=[-30.0, 40.0], ts=11.0,
-                                 status=[int(DriverStatus.ON_TRIP), int(DriverStatus.AVAILABLE)],
-                                 owned=[False, True], shared=[True, False]))
+    c = t.apply_pings(
+        make_pings(
+            [9, 7],
+            lat=[-3.0, 4.0],
+            lng=[-30.0, 40.0],
+            ts=11.0,
+            status=[int(DriverStatus.ON_TRIP), int(DriverStatus.AVAILABLE)],
+            owned=[False, True],
+            shared=[True, False],
+        )
+    )
     assert sum(c.values()) == 0
     assert t.n == 4
     r9 = t.rows_of(np.array([9]))[0]
@@ -116,8 +150,14 @@ def test_refusals_counted_by_reason_exactly():
         (21, 90.0, 180.0, 60, 0, 2, None),  # the edges of the valid range are valid
         (22, -90.0, -180.0, 60, 4, 0, None),
     ]
-    p = make_pings([r[0] for r in rows], lat=[r[1] for r in rows], lng=[r[2] for r in rows],
-                   ts=[r[3] for r in rows], status=[r[4] for r in rows], vehicle=[r[5] for r in rows])
+    p = make_pings(
+        [r[0] for r in rows],
+        lat=[r[1] for r in rows],
+        lng=[r[2] for r in rows],
+        ts=[r[3] for r in rows],
+        status=[r[4] for r in rows],
+        vehicle=[r[5] for r in rows],
+    )
     c = t.apply_pings(p)
     expected = dict.fromkeys(PING_REASONS, 0)
     for r in rows:
@@ -237,10 +277,20 @@ def test_snapshot_roundtrip():
     rng = np.random.default_rng(3)
     t = DriverTable(capacity=3)
     n = 50
-    t.apply_pings(make_pings(rng.permutation(500)[:n], lat=rng.uniform(-80, 80, n), lng=rng.uniform(-179, 179, n),
-                             ts=rng.uniform(0, 9, n), status=rng.integers(0, 5, n), vehicle=rng.integers(0, 3, n),
-                             heading=rng.uniform(0, 360, n), speed=rng.uniform(0, 20, n),
-                             owned=rng.random(n) < 0.5, shared=rng.random(n) < 0.5))
+    t.apply_pings(
+        make_pings(
+            rng.permutation(500)[:n],
+            lat=rng.uniform(-80, 80, n),
+            lng=rng.uniform(-179, 179, n),
+            ts=rng.uniform(0, 9, n),
+            status=rng.integers(0, 5, n),
+            vehicle=rng.integers(0, 3, n),
+            heading=rng.uniform(0, 360, n),
+            speed=rng.uniform(0, 20, n),
+            owned=rng.random(n) < 0.5,
+            shared=rng.random(n) < 0.5,
+        )
+    )
     t.remove(t.col("key")[::7].copy())
     snap = t.snapshot()
     assert set(snap) == set(_COLUMNS)

@@ -3,9 +3,10 @@
 The Ray test really kills a shard actor's worker process with SIGKILL; the
 others simulate the same faults in-process (no Ray): a shard that comes back
 empty, and ticks delivered twice. In every case the run must complete, keep
-every contract rule (matcher.audit.check_run) and write exactly the event log
+every contract rule (matcher.analysis.audit.check_run) and write exactly the event log
 of the same run without the fault.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,25 +22,39 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-from matcher import metrics
-from matcher import replay as replay_mod
-from matcher.audit import check_run
-from matcher.backend import InProcessBackend
-from matcher.candidates import RequestBatch
+from matcher.analysis import metrics
+from matcher.analysis.audit import check_run
 from matcher.config import MatchConfig, RunConfig, ShardConfig, SimConfig
-from matcher.driver_table import Pings
-from matcher.replay import run_replay
-from matcher.shard import ShardState, TickInput
-from matcher.states import DriverStatus
+from matcher.core.candidates import RequestBatch
+from matcher.core.driver_table import Pings
+from matcher.core.shard import ShardState, TickInput
+from matcher.core.states import DriverStatus
+from matcher.dist.backend import InProcessBackend
+from matcher.sim import replay as replay_mod
+from matcher.sim.replay import run_replay
 
 REPO = Path(__file__).resolve().parents[1]
 TRACE = REPO / "data" / "synth-small.parquet"
 DRIVERS = REPO / "data" / "synth-small-drivers.parquet"
 
 # summary figures that come from the simulation (not from wall-clock time)
-SIM_KEYS = ("requests", "completed", "cancelled", "expired", "quarantined", "declines", "drivers", "matches",
-            "served_rate", "wait_s", "match_delay_s", "pickup_eta_s", "pickup_distance_m", "utilization",
-            "sim_seconds")
+SIM_KEYS = (
+    "requests",
+    "completed",
+    "cancelled",
+    "expired",
+    "quarantined",
+    "declines",
+    "drivers",
+    "matches",
+    "served_rate",
+    "wait_s",
+    "match_delay_s",
+    "pickup_eta_s",
+    "pickup_distance_m",
+    "utilization",
+    "sim_seconds",
+)
 
 
 def _cut(minutes: float, path: Path) -> str:
@@ -52,8 +67,14 @@ def _cut(minutes: float, path: Path) -> str:
 
 
 def _cfg(trace: str, out: Path, backend: str, shards: int = 2) -> RunConfig:
-    return RunConfig(trace=trace, out=str(out), drivers=str(DRIVERS), sim=SimConfig(seed=0),
-                     shard=ShardConfig(shards=shards, backend=backend, num_cpus=0.25), quiet=True)
+    return RunConfig(
+        trace=trace,
+        out=str(out),
+        drivers=str(DRIVERS),
+        sim=SimConfig(seed=0),
+        shard=ShardConfig(shards=shards, backend=backend, num_cpus=0.25),
+        quiet=True,
+    )
 
 
 def _events(out: Path):
@@ -100,7 +121,7 @@ def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tm
     either dies with the process and is retried, or completed and the next one finds
     the shard restarted: the same outcome either way).
     """
-    from matcher import ray_backend
+    from matcher.dist import ray_backend
 
     kill_at = {120: 1, 300: 0}  # backend tick call -> shard to kill (the run makes ~550 calls)
     calls = {"n": 0}
@@ -156,8 +177,14 @@ class FlakyBackend(InProcessBackend):
       a lost reply: a shard must answer it from its stored result).
     """
 
-    def __init__(self, n_shards: int, match: MatchConfig, crash_at: dict[int, int], deliver_twice: bool = False,
-                 crash_on_retry: bool = False):
+    def __init__(
+        self,
+        n_shards: int,
+        match: MatchConfig,
+        crash_at: dict[int, int],
+        deliver_twice: bool = False,
+        crash_on_retry: bool = False,
+    ):
         super().__init__(n_shards, match)
         self.match, self.crash_at, self.twice, self.on_retry = match, crash_at, deliver_twice, crash_on_retry
         self.calls = 0
@@ -202,13 +229,18 @@ def inprocess_baseline(small_trace, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("crash_at, twice, on_retry, restarts", [
-    ({120: 1, 300: 0}, False, False, 2),
-    ({120: 1, 300: 0}, False, True, 4),
-    ({200: 0}, True, False, 1),
-], ids=["crashes", "second-crash-during-the-retry", "crash-and-every-tick-twice"])
-def test_simulated_restarts_and_retries_keep_the_run(small_trace, inprocess_baseline, tmp_path, monkeypatch,
-                                                     crash_at, twice, on_retry, restarts):
+@pytest.mark.parametrize(
+    "crash_at, twice, on_retry, restarts",
+    [
+        ({120: 1, 300: 0}, False, False, 2),
+        ({120: 1, 300: 0}, False, True, 4),
+        ({200: 0}, True, False, 1),
+    ],
+    ids=["crashes", "second-crash-during-the-retry", "crash-and-every-tick-twice"],
+)
+def test_simulated_restarts_and_retries_keep_the_run(
+    small_trace, inprocess_baseline, tmp_path, monkeypatch, crash_at, twice, on_retry, restarts
+):
     made: list[FlakyBackend] = []
 
     def make(shard, match, run_name):
@@ -229,14 +261,28 @@ def test_simulated_restarts_and_retries_keep_the_run(small_trace, inprocess_base
 def _city(rng, n_drv: int, n_req: int, now: float):
     n = n_drv
     pings = Pings(
-        key=np.arange(n, dtype=np.int64) * 3, lat=rng.uniform(40.70, 40.80, n), lng=rng.uniform(-74.05, -73.90, n),
-        heading=rng.uniform(0, 360, n).astype(np.float32), speed=np.zeros(n, np.float32),
-        status=np.full(n, int(DriverStatus.AVAILABLE), np.int8), vehicle=np.zeros(n, np.int8),
-        rating=np.full(n, 4.8, np.float32), ts=np.full(n, now - 1.0), owned=np.ones(n, bool), shared=np.zeros(n, bool),
+        key=np.arange(n, dtype=np.int64) * 3,
+        lat=rng.uniform(40.70, 40.80, n),
+        lng=rng.uniform(-74.05, -73.90, n),
+        heading=rng.uniform(0, 360, n).astype(np.float32),
+        speed=np.zeros(n, np.float32),
+        status=np.full(n, int(DriverStatus.AVAILABLE), np.int8),
+        vehicle=np.zeros(n, np.int8),
+        rating=np.full(n, 4.8, np.float32),
+        ts=np.full(n, now - 1.0),
+        owned=np.ones(n, bool),
+        shared=np.zeros(n, bool),
     )
     m = n_req
-    reqs = RequestBatch(np.arange(m, dtype=np.int64) * 7, rng.uniform(40.70, 40.80, m), rng.uniform(-74.05, -73.90, m),
-                        np.zeros(m, np.int8), rng.uniform(0, 60, m), np.empty(0, np.int64), np.empty(0, np.int64))
+    reqs = RequestBatch(
+        np.arange(m, dtype=np.int64) * 7,
+        rng.uniform(40.70, 40.80, m),
+        rng.uniform(-74.05, -73.90, m),
+        np.zeros(m, np.int8),
+        rng.uniform(0, 60, m),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+    )
     return pings, reqs
 
 

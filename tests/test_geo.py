@@ -1,4 +1,5 @@
-"""Tests for matcher.geo: geohash against a scalar bisection reference, neighbours, distances."""
+"""Tests for matcher.core.geo: geohash against a scalar bisection reference, neighbours, distances."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher import geo
+from matcher.core import geo
 
 ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
 PRECISIONS = range(1, 13)
@@ -307,7 +308,7 @@ def test_poles():
         assert [s[i] for i in (3, 4, 5)] == ["", "", ""] and all(s[i] for i in (0, 1, 2, 6, 7))
         ni = geo.neighbors_int(geo.str_to_int(north), p)
         assert (ni[[7, 0, 1]] == geo.NO_CELL).all() and (ni[2:7] != geo.NO_CELL).all()
-    assert geo.NO_CELL == np.iinfo(np.uint64).max
+    assert np.iinfo(np.uint64).max == geo.NO_CELL
     assert geo.int_to_str(geo.NO_CELL, 4) == ""
     assert geo.str_to_int("") == geo.NO_CELL
     assert np.isnan(geo.decode("")[0])
@@ -350,8 +351,12 @@ def test_bearing():
     assert geo.bearing_deg(10.0, 20.0, 10.0, 20.0) == 0.0
     assert geo.bearing_deg(45.0, 179.5, 45.0, -179.5) < 90.0  # across the antimeridian: eastward
     rng = np.random.default_rng(5)
-    b = geo.bearing_deg(rng.uniform(-89, 89, 5000), rng.uniform(-180, 180, 5000),
-                        rng.uniform(-89, 89, 5000), rng.uniform(-180, 180, 5000))
+    b = geo.bearing_deg(
+        rng.uniform(-89, 89, 5000),
+        rng.uniform(-180, 180, 5000),
+        rng.uniform(-89, 89, 5000),
+        rng.uniform(-180, 180, 5000),
+    )
     assert ((b >= 0) & (b < 360)).all()
     # a tiny westward step rounds to -0.0...; must still land in [0, 360)
     assert 0.0 <= geo.bearing_deg(0.0, 0.0, 1.0, -1e-300) < 360.0
@@ -362,8 +367,8 @@ def test_unit_xyz_and_chord():
     n = 5000
     lat1, lng1 = rng.uniform(-90, 90, n), rng.uniform(-180, 180, n)
     # mix of far pairs and close pairs (the KD-tree case)
-    lat2 = np.r_[rng.uniform(-90, 90, n // 2), np.clip(lat1[n // 2:] + rng.normal(0, 0.01, n - n // 2), -90, 90)]
-    lng2 = np.r_[rng.uniform(-180, 180, n // 2), lng1[n // 2:] + rng.normal(0, 0.01, n - n // 2)]
+    lat2 = np.r_[rng.uniform(-90, 90, n // 2), np.clip(lat1[n // 2 :] + rng.normal(0, 0.01, n - n // 2), -90, 90)]
+    lng2 = np.r_[rng.uniform(-180, 180, n // 2), lng1[n // 2 :] + rng.normal(0, 0.01, n - n // 2)]
     u1, u2 = geo.to_unit_xyz(lat1, lng1), geo.to_unit_xyz(lat2, lng2)
     assert u1.shape == (n, 3) and u1.dtype == np.float64
     np.testing.assert_allclose(np.linalg.norm(u1, axis=1), 1.0, rtol=1e-14)

@@ -1,10 +1,11 @@
 """Importers of public trip data, on the real shared files and on crafted CSVs."""
+
 from __future__ import annotations
 
 import csv
 import gzip
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -13,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from matcher import trace
 from matcher.errors import TraceError
-from matcher.importers import IMPORTERS, import_nyc_uber_2014, import_tlc_yellow, local_to_utc, quarantine_path
-from matcher.schemas import REQUESTS
+from matcher.io import trace
+from matcher.io.importers import IMPORTERS, import_nyc_uber_2014, import_tlc_yellow, local_to_utc, quarantine_path
+from matcher.io.schemas import REQUESTS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 UBER = SHARED / "nyc-uber-2014"
@@ -36,7 +37,7 @@ def _csv_rows(path: Path) -> list[dict]:
 
 
 def _zoneinfo_utc_ms(naive: datetime) -> int:
-    return int(naive.replace(tzinfo=NY, fold=0).astimezone(timezone.utc).timestamp() * 1000)
+    return int(naive.replace(tzinfo=NY, fold=0).astimezone(UTC).timestamp() * 1000)
 
 
 @pytest.mark.parametrize("first", [datetime(2014, 11, 1, 23, 0), datetime(2014, 3, 8, 23, 0)])
@@ -61,7 +62,7 @@ def test_local_to_utc_crafted_instants():
     }
     naive = pa.array([datetime.fromisoformat(k) for k in cases], pa.timestamp("s"))
     got = local_to_utc(naive).to_pylist()
-    want = [datetime.fromisoformat(v).replace(tzinfo=timezone.utc) for v in cases.values()]
+    want = [datetime.fromisoformat(v).replace(tzinfo=UTC) for v in cases.values()]
     assert got == want
     assert local_to_utc(pa.array([None], pa.timestamp("s"))).to_pylist() == [None]
 
@@ -106,7 +107,7 @@ def test_uber_first_row_and_stability(tmp_path):
     rows = _csv_rows(UBER / "uber-raw-data-apr14.csv.gz")
     first = ta.filter(pa.compute.equal(ta.column("request_id"), "uber14-201404-0000000")).to_pylist()[0]
     assert rows[0]["Date/Time"] == "2014/4/1 00:11:00"
-    assert first["request_time"] == datetime(2014, 4, 1, 4, 11, tzinfo=timezone.utc)  # EDT = UTC-4
+    assert first["request_time"] == datetime(2014, 4, 1, 4, 11, tzinfo=UTC)  # EDT = UTC-4
     assert (first["pickup_lat"], first["pickup_lng"]) == (float(rows[0]["Lat"]), float(rows[0]["Lon"]))
     # identical CSV rows are distinct pickups: all kept
     distinct = len({tuple(r.values()) for r in rows})
@@ -122,8 +123,8 @@ def test_uber_day_filter_matches_csv(tmp_path):
     t = pq.read_table(out)
     assert t.num_rows == want == rep.rows_written and rep.outside_day == 65_535 - want
     times = t.column("request_time").to_pylist()
-    assert min(times) >= datetime(2014, 4, 4, 4, 0, tzinfo=timezone.utc)
-    assert max(times) < datetime(2014, 4, 5, 4, 0, tzinfo=timezone.utc)
+    assert min(times) >= datetime(2014, 4, 4, 4, 0, tzinfo=UTC)
+    assert max(times) < datetime(2014, 4, 5, 4, 0, tzinfo=UTC)
     # ids are numbered before filtering: the same as in a full import
     full = tmp_path / "full.parquet"
     import_nyc_uber_2014([str(src)], str(full))
@@ -151,28 +152,39 @@ def _write_csv(path: Path, text: str, gz: bool = False) -> str:
 
 
 def test_uber_both_date_spellings_and_bad_rows(tmp_path):
-    src = _write_csv(tmp_path / "uber-raw-data-nov14.csv.gz", (
-        '"Date/Time","Lat","Lon","Base"\n'
-        "2014/11/1 00:11:00,40.769,-73.9549,B02512\n"
-        "11/1/2014 0:11:00,40.769,-73.9549,B02512\n"
-        "11/2/2014 1:30:00,40.7,-74.0,B02512\n"
-        "yesterday,40.7,-74.0,B02512\n"
-        "2014/11/1 00:12:00,,-74.0,B02512\n"
-        "2014/11/1 00:13:00,0,0,B02512\n"
-        "2014/11/1 00:14:00,95.5,-74.0,B02512\n"
-        "2014/11/1 00:15:00,40.7,abc,B02512\n"
-        "2014/11/1 00:16:00,40.7,-74.0,B02512,extra,fields\n"
-    ), gz=True)
+    src = _write_csv(
+        tmp_path / "uber-raw-data-nov14.csv.gz",
+        (
+            '"Date/Time","Lat","Lon","Base"\n'
+            "2014/11/1 00:11:00,40.769,-73.9549,B02512\n"
+            "11/1/2014 0:11:00,40.769,-73.9549,B02512\n"
+            "11/2/2014 1:30:00,40.7,-74.0,B02512\n"
+            "yesterday,40.7,-74.0,B02512\n"
+            "2014/11/1 00:12:00,,-74.0,B02512\n"
+            "2014/11/1 00:13:00,0,0,B02512\n"
+            "2014/11/1 00:14:00,95.5,-74.0,B02512\n"
+            "2014/11/1 00:15:00,40.7,abc,B02512\n"
+            "2014/11/1 00:16:00,40.7,-74.0,B02512,extra,fields\n"
+        ),
+        gz=True,
+    )
     out = tmp_path / "u.parquet"
     rep = import_nyc_uber_2014([src], str(out))
     t = pq.read_table(out)
-    assert t.column("request_id").to_pylist() == ["uber14-201411-0000000", "uber14-201411-0000001",
-                                                  "uber14-201411-0000002"]
+    assert t.column("request_id").to_pylist() == [
+        "uber14-201411-0000000",
+        "uber14-201411-0000001",
+        "uber14-201411-0000002",
+    ]
     times = t.column("request_time").to_pylist()
-    assert times[0] == times[1] == datetime(2014, 11, 1, 4, 11, tzinfo=timezone.utc)
-    assert times[2] == datetime(2014, 11, 2, 5, 30, tzinfo=timezone.utc)
-    assert rep.quarantined == {"bad_pickup_time": 1, "missing_gps": 3, "bad_pickup_coordinate": 1,
-                               "malformed_csv_row": 1}
+    assert times[0] == times[1] == datetime(2014, 11, 1, 4, 11, tzinfo=UTC)
+    assert times[2] == datetime(2014, 11, 2, 5, 30, tzinfo=UTC)
+    assert rep.quarantined == {
+        "bad_pickup_time": 1,
+        "missing_gps": 3,
+        "bad_pickup_coordinate": 1,
+        "malformed_csv_row": 1,
+    }
     assert rep.rows_read == 9 and rep.rows_written == 3
     q = pq.read_table(quarantine_path(str(out)))
     assert q.num_rows == 6 and q.schema.names[:3] == ["source", "row", "reason"]
@@ -208,14 +220,15 @@ def _tlc_expected(path: Path) -> dict[str, int]:
             continue
         p = datetime.fromisoformat(r["tpep_pickup_datetime"]).replace(tzinfo=NY)
         d = datetime.fromisoformat(r["tpep_dropoff_datetime"]).replace(tzinfo=NY)
-        if (d.astimezone(timezone.utc) - p.astimezone(timezone.utc)).total_seconds() <= 0:
+        if (d.astimezone(UTC) - p.astimezone(UTC)).total_seconds() <= 0:
             counts["bad_trip_duration"] += 1
     return counts
 
 
 @needs_tlc
-@pytest.mark.parametrize("name,layout", [("yellow_tripdata_2015-01.head.csv.gz", "2015"),
-                                         ("yellow_tripdata_2016-03.head.csv.gz", "2016")])
+@pytest.mark.parametrize(
+    "name,layout", [("yellow_tripdata_2015-01.head.csv.gz", "2015"), ("yellow_tripdata_2016-03.head.csv.gz", "2016")]
+)
 def test_tlc_layouts(tmp_path, name, layout):
     src = TLC / name
     exp = _tlc_expected(src)
@@ -251,36 +264,44 @@ def test_tlc_first_row_values(tmp_path):
     got = t.filter(pa.compute.equal(t.column("request_id"), "tlc-yellow_tripdata_2015-01.head-00000000")).to_pylist()[0]
     p = datetime.fromisoformat(row["tpep_pickup_datetime"]).replace(tzinfo=NY)
     d = datetime.fromisoformat(row["tpep_dropoff_datetime"]).replace(tzinfo=NY)
-    assert got["request_time"] == p.astimezone(timezone.utc)
+    assert got["request_time"] == p.astimezone(UTC)
     assert got["trip_duration_s"] == (d - p).total_seconds()
     assert got["pickup_lat"] == float(row["pickup_latitude"]) and got["dropoff_lng"] == float(row["dropoff_longitude"])
 
 
 def test_tlc_older_layouts(tmp_path):
-    y2009 = _write_csv(tmp_path / "yellow_tripdata_2009-01.csv", (
-        "vendor_name,Trip_Pickup_DateTime,Trip_Dropoff_DateTime,Passenger_Count,Trip_Distance,Start_Lon,Start_Lat,"
-        "Rate_Code,store_and_forward,End_Lon,End_Lat,Payment_Type,Fare_Amt\n"
-        "VTS,2009-01-04 02:52:00,2009-01-04 03:02:00,1,2.63,-73.991957,40.721567,,,-73.993803,40.695922,CASH,8.9\n"
-        "VTS,2009-01-04 03:31:00,2009-01-04 03:38:00,3,4.55,0,0,,,-73.955184,40.768030,Credit,12.1\n"
-    ))
-    y2013 = _write_csv(tmp_path / "yellow_tripdata_2013-11.csv", (
-        "vendor_id, pickup_datetime, dropoff_datetime, passenger_count, trip_distance, pickup_longitude,"
-        " pickup_latitude, rate_code, store_and_fwd_flag, dropoff_longitude, dropoff_latitude\n"
-        "\n"
-        "CMT,2013-11-03 01:50:00,2013-11-03 01:10:00,1,1.0,-73.98,40.75,1,N,0,0\n"  # across the fall-back: 20 min
-        "CMT,2013-11-03 10:00:00,2013-11-03 09:59:00,1,1.0,-73.98,40.75,1,N,-73.97,40.76\n"
-        "CMT,2013-03-10 01:55:00,2013-03-10 03:05:00,1,1.0,-73.98,40.75,1,N,-73.97,40.76\n"  # across the gap: 10 min
-    ))
+    y2009 = _write_csv(
+        tmp_path / "yellow_tripdata_2009-01.csv",
+        (
+            "vendor_name,Trip_Pickup_DateTime,Trip_Dropoff_DateTime,Passenger_Count,Trip_Distance,Start_Lon,Start_Lat,"
+            "Rate_Code,store_and_forward,End_Lon,End_Lat,Payment_Type,Fare_Amt\n"
+            "VTS,2009-01-04 02:52:00,2009-01-04 03:02:00,1,2.63,-73.991957,40.721567,,,-73.993803,40.695922,CASH,8.9\n"
+            "VTS,2009-01-04 03:31:00,2009-01-04 03:38:00,3,4.55,0,0,,,-73.955184,40.768030,Credit,12.1\n"
+        ),
+    )
+    y2013 = _write_csv(
+        tmp_path / "yellow_tripdata_2013-11.csv",
+        (
+            "vendor_id, pickup_datetime, dropoff_datetime, passenger_count, trip_distance, pickup_longitude,"
+            " pickup_latitude, rate_code, store_and_fwd_flag, dropoff_longitude, dropoff_latitude\n"
+            "\n"
+            "CMT,2013-11-03 01:50:00,2013-11-03 01:10:00,1,1.0,-73.98,40.75,1,N,0,0\n"  # across the fall-back: 20 min
+            "CMT,2013-11-03 10:00:00,2013-11-03 09:59:00,1,1.0,-73.98,40.75,1,N,-73.97,40.76\n"
+            "CMT,2013-03-10 01:55:00,2013-03-10 03:05:00,1,1.0,-73.98,40.75,1,N,-73.97,40.76\n"  # across the gap: 10 min
+        ),
+    )
     out = tmp_path / "old.parquet"
     rep = import_tlc_yellow([y2009, y2013], str(out))
     assert rep.layouts == {y2009: "2009", y2013: "2010-2014"}
     assert rep.quarantined == {"missing_gps": 1, "bad_trip_duration": 1}
     t = pq.read_table(out).to_pylist()
-    assert [r["request_id"] for r in t] == ["tlc-yellow_tripdata_2009-01-00000000",  # sorted by pickup time
-                                            "tlc-yellow_tripdata_2013-11-00000002",
-                                            "tlc-yellow_tripdata_2013-11-00000000"]
+    assert [r["request_id"] for r in t] == [
+        "tlc-yellow_tripdata_2009-01-00000000",  # sorted by pickup time
+        "tlc-yellow_tripdata_2013-11-00000002",
+        "tlc-yellow_tripdata_2013-11-00000000",
+    ]
     assert [r["trip_duration_s"] for r in t] == [600.0, 600.0, 1200.0]
-    assert t[2]["request_time"] == datetime(2013, 11, 3, 5, 50, tzinfo=timezone.utc)
+    assert t[2]["request_time"] == datetime(2013, 11, 3, 5, 50, tzinfo=UTC)
     assert t[2]["dropoff_lat"] is None  # a 0,0 dropoff is an unknown dropoff; the row stays
 
 
@@ -298,12 +319,26 @@ def test_cli_import(tmp_path, capsys):
     from matcher.cli import main
 
     out = tmp_path / "apr.parquet"
-    assert main(["import", "nyc-uber-2014", str(UBER / "uber-raw-data-apr14.csv.gz"), "--out", str(out),
-                 "--day", "2014-04-04"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                "nyc-uber-2014",
+                str(UBER / "uber-raw-data-apr14.csv.gz"),
+                "--out",
+                str(out),
+                "--day",
+                "2014-04-04",
+            ]
+        )
+        == 0
+    )
     assert "wrote 8,978 requests" in capsys.readouterr().out
     assert main(["validate", str(out)]) == 0
     assert main(["import", "nyc-uber-2014", str(tmp_path / "nope.csv"), "--out", str(out)]) == 1
     assert "nope.csv" in capsys.readouterr().err
-    assert main(["import", "nyc-uber-2014", str(UBER / "uber-raw-data-apr14.csv.gz"), "--out", str(out),
-                 "--day", "April"]) == 1
+    assert (
+        main(["import", "nyc-uber-2014", str(UBER / "uber-raw-data-apr14.csv.gz"), "--out", str(out), "--day", "April"])
+        == 1
+    )
     assert set(IMPORTERS) == {"nyc-uber-2014", "tlc-yellow"}

@@ -1,4 +1,5 @@
-"""matcher.metrics (summary.json) and matcher.summary_text on hand-computed logs."""
+"""matcher.analysis.metrics (summary.json) and matcher.analysis.summary_text on hand-computed logs."""
+
 from __future__ import annotations
 
 import json
@@ -8,19 +9,28 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eventlog import ride, ticks_table, tiny_log, write_run  # noqa: E402
+from eventlog import ride, ticks_table, tiny_log, write_run
 
-from matcher.audit import SUMMARY_KEYS  # noqa: E402
-from matcher.metrics import read_events, request_table, summarize  # noqa: E402
-from matcher.summary_text import format_summary, run_label  # noqa: E402
+from matcher.analysis.audit import SUMMARY_KEYS
+from matcher.analysis.metrics import read_events, request_table, summarize
+from matcher.analysis.summary_text import format_summary, run_label
 
-TICKS = dict(pending=[1, 2, 3, 4, 0], deferred=[0, 1, 0, 1, 0], fallbacks=[0, 0, 1, 0, 0])
+TICKS = {"pending": [1, 2, 3, 4, 0], "deferred": [0, 1, 0, 1, 0], "fallbacks": [0, 0, 1, 0, 0]}
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    meta = {"policy": "batch", "window_s": 2.0, "shards": 2, "seed": 7, "drivers": 2, "quarantined": 3,
-            "sim_seconds": 1400.0, "wall_seconds": 7.0, "label": "batch-2s"}
+    meta = {
+        "policy": "batch",
+        "window_s": 2.0,
+        "shards": 2,
+        "seed": 7,
+        "drivers": 2,
+        "quarantined": 3,
+        "sim_seconds": 1400.0,
+        "wall_seconds": 7.0,
+        "label": "batch-2s",
+    }
     out = write_run(tmp_path / "run", tiny_log(), meta=meta, ticks=ticks_table([10, 20, 30, 40, 50], **TICKS))
     return out, meta
 
@@ -57,7 +67,12 @@ def test_summary_json_is_recomputable_and_atomic(tiny):
     out, meta = tiny
     assert json.loads((out / "summary.json").read_text()) == summarize(out, meta)
     assert sorted(p.name for p in out.iterdir()) == [
-        "events", "quarantine.parquet", "run.json", "summary.json", "ticks.parquet"]  # no temp file left
+        "events",
+        "quarantine.parquet",
+        "run.json",
+        "summary.json",
+        "ticks.parquet",
+    ]  # no temp file left
 
 
 def test_request_table(tiny):
@@ -123,11 +138,23 @@ def test_busy_time_and_intervals(tmp_path):
 
 
 def test_format_summary():
-    s1 = {"label": "greedy", "requests": 1000, "completed": 900, "served_rate": 0.9,
-          "wait_s": {"mean": 120.04, "p50": 100.0, "p90": 250.0}, "match_delay_s": {"mean": 0.5},
-          "pickup_eta_s": {"mean": 180.0}, "pickup_distance_m": {"mean": 900.0}, "cancelled": 50, "expired": 50,
-          "declines": 70, "utilization": 0.4567, "tick_ms": {"p50": 3.0, "p99": 12.5},
-          "sim_seconds": 3600.0, "wall_seconds": 36.0}
+    s1 = {
+        "label": "greedy",
+        "requests": 1000,
+        "completed": 900,
+        "served_rate": 0.9,
+        "wait_s": {"mean": 120.04, "p50": 100.0, "p90": 250.0},
+        "match_delay_s": {"mean": 0.5},
+        "pickup_eta_s": {"mean": 180.0},
+        "pickup_distance_m": {"mean": 900.0},
+        "cancelled": 50,
+        "expired": 50,
+        "declines": 70,
+        "utilization": 0.4567,
+        "tick_ms": {"p50": 3.0, "p99": 12.5},
+        "sim_seconds": 3600.0,
+        "wall_seconds": 36.0,
+    }
     s2 = {"policy": "batch", "window_s": 10.0, "requests": 1000, "wait_s": {"mean": None}}
     text = format_summary([s1, s2])
     lines = text.splitlines()

@@ -20,6 +20,7 @@ bound to loopback.
 The per-tick Ray overhead (the Ray backend's fan-out/gather time per tick minus the in-process
 shards' tick time) is printed, not asserted.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,10 @@ from pathlib import Path
 import pytest
 from polars.testing import assert_frame_equal
 
-from matcher import metrics
-from matcher import replay as replay_mod
-from matcher.audit import check_run
+from matcher.analysis import metrics
+from matcher.analysis.audit import check_run
 from matcher.config import RunConfig, ShardConfig
+from matcher.sim import replay as replay_mod
 
 pytestmark = pytest.mark.ray
 
@@ -81,8 +82,13 @@ class _Timed:
 
 
 def _cfg(small, out: Path, **shard) -> RunConfig:
-    return RunConfig(trace=str(small.trace), out=str(out), drivers=str(small.drivers), quiet=True,
-                     shard=ShardConfig(shards=SHARDS, **shard))
+    return RunConfig(
+        trace=str(small.trace),
+        out=str(out),
+        drivers=str(small.drivers),
+        quiet=True,
+        shard=ShardConfig(shards=SHARDS, **shard),
+    )
 
 
 def _replay(small, out: Path, **shard) -> Run:
@@ -134,10 +140,12 @@ def _report(capsys, title: str, ray_run: Run, golden: Run) -> None:
     ray_ms, local_ms = ray_run.call_ms[1:], golden.tick_ms[1:]
     over = statistics.median(ray_ms) - statistics.median(local_ms)
     with capsys.disabled():
-        print(f"\n[ray overhead] {title}: {len(ray_ms)} ticks x {SHARDS} shards (first tick left out); "
-              f"in-process tick {_ms(local_ms)}; RayBackend.call_ms {_ms(ray_ms)}; "
-              f"overhead ~{over:.2f} ms/tick (median); replay wall {golden.wall_s:.1f} s in process, "
-              f"{ray_run.wall_s:.1f} s on Ray")
+        print(
+            f"\n[ray overhead] {title}: {len(ray_ms)} ticks x {SHARDS} shards (first tick left out); "
+            f"in-process tick {_ms(local_ms)}; RayBackend.call_ms {_ms(ray_ms)}; "
+            f"overhead ~{over:.2f} ms/tick (median); replay wall {golden.wall_s:.1f} s in process, "
+            f"{ray_run.wall_s:.1f} s on Ray"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +176,7 @@ _CLUSTER_SCRIPT = r"""
 import json, sys
 import ray
 from ray.cluster_utils import Cluster
-from matcher import replay as replay_mod
+from matcher.sim import replay as replay_mod
 from matcher.config import RunConfig, ShardConfig
 
 trace, drivers, out, shards, agent_port = sys.argv[1:6]
@@ -215,14 +223,26 @@ def test_cluster_of_three_nodes_gives_the_inprocess_log(golden, small_trace, tmp
     out = tmp_path / "run"
     ray_tmp = tempfile.mkdtemp(prefix="mrc-", dir="/tmp")  # short: Ray's socket paths live under it
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    env.update(RAY_TMPDIR=ray_tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               RAY_AUTH_MODE="disabled",  # loopback only and short-lived; the job test covers token auth
-               RAY_USAGE_STATS_ENABLED="0")
-    args = [sys.executable, "-c", _CLUSTER_SCRIPT, str(small_trace.trace), str(small_trace.drivers), str(out),
-            str(SHARDS), str(_free_port())]
+    env.update(
+        RAY_TMPDIR=ray_tmp,
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="disabled",  # loopback only and short-lived; the job test covers token auth
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    args = [
+        sys.executable,
+        "-c",
+        _CLUSTER_SCRIPT,
+        str(small_trace.trace),
+        str(small_trace.drivers),
+        str(out),
+        str(SHARDS),
+        str(_free_port()),
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: everything it starts dies with it
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group: everything it starts dies with it
     try:
         stdout, stderr = proc.communicate(timeout=150)
     except subprocess.TimeoutExpired:
@@ -238,7 +258,7 @@ def test_cluster_of_three_nodes_gives_the_inprocess_log(golden, small_trace, tmp
     wall = time.perf_counter() - t0
     lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{stdout[-2000:]}\n{stderr[-4000:]}"
-    res = json.loads(lines[-1][len("RESULT "):])
+    res = json.loads(lines[-1][len("RESULT ") :])
     assert res["address"].startswith("127.0.0.1:")
     assert res["nodes"] == SHARDS
     assert len(set(res["actor_nodes"])) == SHARDS  # one shard per node: every tick crosses nodes

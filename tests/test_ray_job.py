@@ -20,6 +20,7 @@ Environment of the head:
 - RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps GCS and raylet on 127.0.0.1: in Ray 2.60
   `--node-ip-address=127.0.0.1` alone is rewritten to the machine's routable IP.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,15 +39,24 @@ from pathlib import Path
 
 import pytest
 
-from matcher.audit import check_run
+from matcher.analysis.audit import check_run
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RAY_CLI = shutil.which("ray", path=str(BIN)) or shutil.which("ray")
 
 # what the job does not need: the job reads the trace and writes its output by absolute path
-UPLOAD_EXCLUDES = [".venv", ".git", "runs", "bench", ".hypothesis", ".pytest_cache", "__pycache__",
-                   "*.egg-info", "data/*.parquet"]
+UPLOAD_EXCLUDES = [
+    ".venv",
+    ".git",
+    "runs",
+    "bench",
+    ".hypothesis",
+    ".pytest_cache",
+    "__pycache__",
+    "*.egg-info",
+    "data/*.parquet",
+]
 
 
 def _free_port() -> int:
@@ -67,8 +77,9 @@ class Head:
         return env
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([RAY_CLI, *args], env=self.client_env(), capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO)
+        return subprocess.run(
+            [RAY_CLI, *args], env=self.client_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO
+        )
 
 
 def _wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
@@ -96,18 +107,39 @@ def ray_head():
         pytest.skip("the `ray` CLI is not installed (needs ray[default])")
     tmp = Path(tempfile.mkdtemp(prefix="mrj-", dir="/tmp"))  # short: Ray's socket paths live under it
     dash = _free_port()
-    ports = {f"--{name}": _free_port() for name in (
-        "port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port")}
-    cmd = [RAY_CLI, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats",
-           *[f"{k}={v}" for k, v in ports.items()]]
+    ports = {
+        f"--{name}": _free_port()
+        for name in (
+            "port",
+            "ray-client-server-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    }
+    cmd = [
+        RAY_CLI,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        *[f"{k}={v}" for k, v in ports.items()],
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env.update(RAY_TMPDIR=str(tmp), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     log = tmp / "head.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     try:
         head = Head(dashboard=f"http://127.0.0.1:{dash}", tmp=tmp, log=log)
         _wait_for_dashboard(head.dashboard, proc, log)
@@ -135,11 +167,34 @@ def test_ray_job_submit_runs_the_replay(ray_head, small_trace, tmp_path):
     out = tmp_path / "job-run"
     sid = f"matcher-test-{os.getpid()}-{int(time.time())}"
     submit = ray_head.cli(
-        "job", "submit", "--submission-id", sid, "--log-style", "record",
-        "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES}),
-        "--", "python", "-m", "jobs.replay", str(small_trace.trace), "--out", str(out),
-        "--drivers", str(small_trace.drivers), "--shards", "2", "--backend", "ray", "--num-cpus", "0.25", "--quiet",
-        timeout=180)
+        "job",
+        "submit",
+        "--submission-id",
+        sid,
+        "--log-style",
+        "record",
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps({"excludes": UPLOAD_EXCLUDES}),
+        "--",
+        "python",
+        "-m",
+        "jobs.replay",
+        str(small_trace.trace),
+        "--out",
+        str(out),
+        "--drivers",
+        str(small_trace.drivers),
+        "--shards",
+        "2",
+        "--backend",
+        "ray",
+        "--num-cpus",
+        "0.25",
+        "--quiet",
+        timeout=180,
+    )
     logs = f"--- ray job submit (exit {submit.returncode}) ---\n{submit.stdout[-4000:]}\n{submit.stderr[-4000:]}"
     status = ray_head.cli("job", "status", sid, "--log-style", "record")
     assert f"Job '{sid}' succeeded" in status.stdout + status.stderr, f"{logs}\n--- status ---\n{status.stderr}"

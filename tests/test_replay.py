@@ -1,5 +1,6 @@
 """The replay engine end to end (in-process, no Ray): contract rules on real runs,
 determinism, draining, and the CLI forms that drive it."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from matcher import metrics
-from matcher.audit import check_run
+from matcher.analysis import metrics
+from matcher.analysis.audit import check_run
+from matcher.analysis.metrics import read_events
 from matcher.cli import main
 from matcher.config import RunConfig, SimConfig
-from matcher.metrics import read_events
-from matcher.replay import run_replay
+from matcher.sim.replay import run_replay
 
 REPO = Path(__file__).resolve().parents[1]
 NYC = REPO / "data" / "nyc-uber-2014-04-04.parquet"
@@ -36,15 +37,23 @@ def nyc_morning(tmp_path_factory) -> Path:
 
 
 def _run(trace, out, **sim) -> dict:
-    cfg = RunConfig(trace=str(trace), out=str(out), drivers=sim.pop("drivers", 40), quiet=True,
-                    sim=replace(SimConfig(), **sim))
+    cfg = RunConfig(
+        trace=str(trace), out=str(out), drivers=sim.pop("drivers", 40), quiet=True, sim=replace(SimConfig(), **sim)
+    )
     return run_replay(cfg)
 
 
 @pytest.mark.parametrize("policy", ["batch", "greedy"])
 def test_contract_rules_hold_on_a_real_run(nyc_morning, tmp_path, policy):
-    s = _run(nyc_morning, tmp_path / policy, policy=policy, accept_prob=0.7, gps_dropout_rate_per_h=2.0,
-             driver_fault_rate_per_h=0.5, cancel_base=0.1)
+    s = _run(
+        nyc_morning,
+        tmp_path / policy,
+        policy=policy,
+        accept_prob=0.7,
+        gps_dropout_rate_per_h=2.0,
+        driver_fault_rate_per_h=0.5,
+        cancel_base=0.1,
+    )
     assert check_run(tmp_path / policy) == []
     ev = read_events(tmp_path / policy)
     kinds = set(ev["kind"].unique())
@@ -124,8 +133,22 @@ def test_record_locations(tmp_path):
 
 def test_cli_replay_compare_report(nyc_morning, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", str(nyc_morning), "--out", str(out), "--policies", "greedy,batch:2", "--drivers", "30",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(nyc_morning),
+                "--out",
+                str(out),
+                "--policies",
+                "greedy,batch:2",
+                "--drivers",
+                "30",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     cmp = json.loads((out / "compare.json").read_text())
     assert set(cmp["runs"]) == {"greedy", "batch-2s"}
     for label in cmp["runs"]:
@@ -134,7 +157,9 @@ def test_cli_replay_compare_report(nyc_morning, tmp_path, capsys):
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").exists()
-    assert main(["replay", str(nyc_morning), "--out", str(tmp_path / "one"), "--drivers", "30", "--policy", "greedy"]) == 0
+    assert (
+        main(["replay", str(nyc_morning), "--out", str(tmp_path / "one"), "--drivers", "30", "--policy", "greedy"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "greedy" in printed and "served" in printed
 

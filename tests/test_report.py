@@ -1,4 +1,5 @@
-"""matcher.report (report.html) and matcher.compare, without Ray: the replay engine is faked."""
+"""matcher.analysis.report (report.html) and matcher.sim.compare, without Ray: the replay engine is faked."""
+
 from __future__ import annotations
 
 import base64
@@ -11,13 +12,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eventlog import in_time_order, ride, tiny_log, write_run  # noqa: E402
+from eventlog import in_time_order, ride, tiny_log, write_run
 
-from matcher.cli import build_parser, config_from_args, main  # noqa: E402
-from matcher.compare import parse_policies, run_compare  # noqa: E402
-from matcher.errors import MatcherError  # noqa: E402
-from matcher.metrics import write_json_atomic  # noqa: E402
-from matcher.report import build_report  # noqa: E402
+from matcher.analysis.metrics import write_json_atomic
+from matcher.analysis.report import build_report
+from matcher.cli import build_parser, config_from_args, main
+from matcher.errors import MatcherError
+from matcher.sim.compare import parse_policies, run_compare
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -44,8 +45,11 @@ def parse(path: str) -> _Collect:
 
 def pngs(doc: _Collect) -> list[bytes]:
     prefix = "data:image/png;base64,"
-    return [base64.b64decode(a["src"][len(prefix):], validate=True)
-            for t, a in doc.tags if t == "img" and a.get("src", "").startswith(prefix)]
+    return [
+        base64.b64decode(a["src"][len(prefix) :], validate=True)
+        for t, a in doc.tags
+        if t == "img" and a.get("src", "").startswith(prefix)
+    ]
 
 
 def slower_log() -> list[tuple]:
@@ -58,7 +62,10 @@ def slower_log() -> list[tuple]:
 
 def make_compare(root: Path) -> Path:
     runs = {}
-    for label, policy, window, rows in (("greedy", "greedy", None, tiny_log()), ("batch-2s", "batch", 2.0, slower_log())):
+    for label, policy, window, rows in (
+        ("greedy", "greedy", None, tiny_log()),
+        ("batch-2s", "batch", 2.0, slower_log()),
+    ):
         meta = {"policy": policy, "window_s": window, "label": label, "wall_seconds": 2.0}
         write_run(root / label, rows, meta=meta, ticks=[5.0, 8.0, 6.0, 40.0, 7.0, 9.0] * 20)
         runs[label] = json.loads((root / label / "summary.json").read_text())
@@ -104,17 +111,24 @@ def test_report_of_a_plain_folder_is_a_clear_error(tmp_path):
         build_report(tmp_path)
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("greedy,batch:2,batch:10", [("greedy", "greedy", None), ("batch-2s", "batch", 2.0), ("batch-10s", "batch", 10.0)]),
-    ("batch", [("batch-2s", "batch", 2.0)]),
-    (" batch:0.5 , greedy", [("batch-0.5s", "batch", 0.5), ("greedy", "greedy", None)]),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (
+            "greedy,batch:2,batch:10",
+            [("greedy", "greedy", None), ("batch-2s", "batch", 2.0), ("batch-10s", "batch", 10.0)],
+        ),
+        ("batch", [("batch-2s", "batch", 2.0)]),
+        (" batch:0.5 , greedy", [("batch-0.5s", "batch", 0.5), ("greedy", "greedy", None)]),
+    ],
+)
 def test_parse_policies(spec, expected):
     assert parse_policies(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["", "greedy,", "fifo", "batch:x", "batch:0", "batch:-1", "greedy:2",
-                                  "batch:2,batch:2.0", "batch:nan"])
+@pytest.mark.parametrize(
+    "spec", ["", "greedy,", "fifo", "batch:x", "batch:0", "batch:-1", "greedy:2", "batch:2,batch:2.0", "batch:nan"]
+)
 def test_parse_policies_rejects(spec):
     with pytest.raises(MatcherError) as e:
         parse_policies(spec)
@@ -123,25 +137,43 @@ def test_parse_policies_rejects(spec):
 
 @pytest.fixture
 def fake_replay(monkeypatch):
-    """matcher.replay.run_replay replaced by a writer of a hand-made run folder; records the configs."""
+    """matcher.sim.replay.run_replay replaced by a writer of a hand-made run folder; records the configs."""
     seen = []
 
     def run_replay(cfg):
         seen.append(cfg)
         rows = tiny_log() if cfg.sim.policy == "greedy" else slower_log()
-        meta = {"policy": cfg.sim.policy, "window_s": cfg.sim.window_s if cfg.sim.policy == "batch" else None,
-                "shards": cfg.shard.shards, "seed": cfg.sim.seed, "label": cfg.label, "wall_seconds": 1.5}
+        meta = {
+            "policy": cfg.sim.policy,
+            "window_s": cfg.sim.window_s if cfg.sim.policy == "batch" else None,
+            "shards": cfg.shard.shards,
+            "seed": cfg.sim.seed,
+            "label": cfg.label,
+            "wall_seconds": 1.5,
+        }
         out = write_run(cfg.out, rows, meta=meta)
         return json.loads((out / "summary.json").read_text())
 
-    monkeypatch.setitem(sys.modules, "matcher.replay", types.SimpleNamespace(run_replay=run_replay))
+    monkeypatch.setitem(sys.modules, "matcher.sim.replay", types.SimpleNamespace(run_replay=run_replay))
     return seen
 
 
 def test_run_compare(tmp_path, fake_replay, capsys):
     out = tmp_path / "cmp"
-    args = build_parser().parse_args(["compare", "trace.parquet", "--out", str(out), "--seed", "7",
-                                      "--drivers", "40", "--policies", "greedy,batch:2,batch:10"])
+    args = build_parser().parse_args(
+        [
+            "compare",
+            "trace.parquet",
+            "--out",
+            str(out),
+            "--seed",
+            "7",
+            "--drivers",
+            "40",
+            "--policies",
+            "greedy,batch:2,batch:10",
+        ]
+    )
     result = run_compare(args, parse_policies(args.policies), config_from_args)
     assert [c.out for c in fake_replay] == [str(out / lab) for lab in ("greedy", "batch-2s", "batch-10s")]
     assert [c.label for c in fake_replay] == ["greedy", "batch-2s", "batch-10s"]

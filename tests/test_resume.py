@@ -1,4 +1,5 @@
 """Interrupted runs: checkpoints, atomic part files and `matcher replay --resume`."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from matcher.audit import check_run
+from matcher.analysis.audit import check_run
+from matcher.analysis.metrics import read_events
 from matcher.cli import main
 from matcher.config import RunConfig
-from matcher.metrics import read_events
-from matcher.replay import CHECKPOINT, resume_replay, run_replay
+from matcher.sim.replay import CHECKPOINT, resume_replay, run_replay
 
 REPO = Path(__file__).resolve().parents[1]
 NYC = REPO / "data" / "nyc-uber-2014-04-04.parquet"
@@ -72,8 +73,22 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trace, tmp_path):
 def test_resume_after_sigkill(trace, tmp_path):
     """A real kill -9 of `matcher replay`, then `matcher replay --resume OUT`."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "matcher", "replay", str(trace), "--out", str(out), "--drivers", "40", "--quiet",
-           "--checkpoint-every", "600", "--policy", "greedy"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "matcher",
+        "replay",
+        str(trace),
+        "--out",
+        str(out),
+        "--drivers",
+        "40",
+        "--quiet",
+        "--checkpoint-every",
+        "600",
+        "--policy",
+        "greedy",
+    ]
     proc = subprocess.Popen(cmd)
     deadline = time.monotonic() + 60
     while not (out / CHECKPOINT).exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -92,3 +107,18 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert main(["replay", "--resume", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "no checkpoint" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_checkpoint_of_the_flat_layout_still_loads():
+    """A checkpoint pickled before the subpackage move names ``matcher.world`` etc.: it loads."""
+    import io
+    import pickle
+
+    from matcher.core.states import DriverStatus
+    from matcher.sim.replay import _CheckpointUnpickler
+
+    old = pickle.dumps({"status": DriverStatus.AVAILABLE}, protocol=0).replace(
+        b"matcher.core.states", b"matcher.states"
+    )
+    assert b"matcher.states\n" in old
+    assert _CheckpointUnpickler(io.BytesIO(old)).load() == {"status": DriverStatus.AVAILABLE}

@@ -1,5 +1,6 @@
-"""Tests for matcher.shard: ShardState.tick (commit, idempotency) and the decomposition
+"""Tests for matcher.core.shard: ShardState.tick (commit, idempotency) and the decomposition
 guarantee (local solves + coordinator solve of deferred edges == one global solve)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher import geo
-from matcher.assignment import unmatched_penalty
-from matcher.candidates import RequestBatch
 from matcher.config import RIDE_TYPES, VEHICLE_TYPES, MatchConfig
-from matcher.driver_table import Pings
-from matcher.shard import Matches, ShardState, TickInput, greedy_order, solve_deferred
-from matcher.states import DriverStatus
+from matcher.core import geo
+from matcher.core.assignment import unmatched_penalty
+from matcher.core.candidates import RequestBatch
+from matcher.core.driver_table import Pings
+from matcher.core.shard import Matches, ShardState, TickInput, greedy_order, solve_deferred
+from matcher.core.states import DriverStatus
 
 NOW = 10_000.0
 CITY = (40.70, 40.80, -74.10, -73.86)  # lat_min, lat_max, lng_min, lng_max: ~11 km x 20 km
@@ -28,22 +29,30 @@ def random_city(rng, n_drv, n_req):
     status = np.where(rng.random(n) < 0.8, int(DriverStatus.AVAILABLE), rng.integers(1, 5, n)).astype(np.int8)
     stale = rng.random(n) < 0.05
     pings = Pings(
-        key=key, lat=rng.uniform(lat0, lat1, n), lng=rng.uniform(lng0, lng1, n),
+        key=key,
+        lat=rng.uniform(lat0, lat1, n),
+        lng=rng.uniform(lng0, lng1, n),
         heading=rng.uniform(0, 360, n).astype(np.float32),
         speed=np.where(rng.random(n) < 0.5, 0.0, rng.uniform(0, 15, n)).astype(np.float32),
-        status=status, vehicle=rng.integers(0, len(VEHICLE_TYPES), n).astype(np.int8),
-        rating=np.full(n, 4.8, np.float32), ts=NOW - np.where(stale, 100.0, rng.uniform(0, 10, n)),
-        owned=np.ones(n, bool), shared=np.zeros(n, bool),
+        status=status,
+        vehicle=rng.integers(0, len(VEHICLE_TYPES), n).astype(np.int8),
+        rating=np.full(n, 4.8, np.float32),
+        ts=NOW - np.where(stale, 100.0, rng.uniform(0, 10, n)),
+        owned=np.ones(n, bool),
+        shared=np.zeros(n, bool),
     )
     m = n_req
     idx = rng.permutation(10 * m + 10)[:m].astype(np.int64)
     nb = m // 3
     reqs = RequestBatch(
-        idx=idx, lat=rng.uniform(lat0, lat1, m), lng=rng.uniform(lng0, lng1, m),
+        idx=idx,
+        lat=rng.uniform(lat0, lat1, m),
+        lng=rng.uniform(lng0, lng1, m),
         ride_type=rng.choice(len(RIDE_TYPES), m, p=[0.55, 0.15, 0.2, 0.1]).astype(np.int8),
         # whole seconds, with repeats: greedy order ties on wait are broken by idx
         wait_s=rng.integers(0, 30, m).astype(float) * 10,
-        barred_req=rng.choice(idx, nb).astype(np.int64), barred_key=rng.choice(key, nb).astype(np.int64),
+        barred_req=rng.choice(idx, nb).astype(np.int64),
+        barred_key=rng.choice(key, nb).astype(np.int64),
     )
     return pings, reqs
 
@@ -64,8 +73,9 @@ def split(pings, reqs, n_shards, cuts):
     visible to more than one shard) and per-shard request batches (band of the pickup)."""
     edges = np.concatenate([[-np.inf], cuts, [np.inf]])
     own = band_of(pings.lng, cuts)
-    visible = np.stack([(own == s) | (dist_to_band_m(pings.lat, pings.lng, edges[s], edges[s + 1]) <= HALO_M)
-                        for s in range(n_shards)])
+    visible = np.stack(
+        [(own == s) | (dist_to_band_m(pings.lat, pings.lng, edges[s], edges[s + 1]) <= HALO_M) for s in range(n_shards)]
+    )
     shared = visible.sum(axis=0) > 1
     req_band = band_of(reqs.lng, cuts)
     out = []
@@ -249,8 +259,15 @@ def test_drop_keys_removes_before_matching():
 
 
 def test_greedy_order_longest_wait_first_then_idx():
-    reqs = RequestBatch(np.array([5, 3, 9, 1]), np.zeros(4), np.zeros(4), np.zeros(4, np.int8),
-                        np.array([10.0, 30.0, 30.0, 0.0]), np.empty(0, np.int64), np.empty(0, np.int64))
+    reqs = RequestBatch(
+        np.array([5, 3, 9, 1]),
+        np.zeros(4),
+        np.zeros(4),
+        np.zeros(4, np.int8),
+        np.array([10.0, 30.0, 30.0, 0.0]),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+    )
     assert reqs.idx[greedy_order(reqs)].tolist() == [3, 9, 5, 1]
 
 
@@ -269,15 +286,28 @@ def test_greedy_ties_decompose_exactly():
     lat, lng = 40.75, cut + 0.001  # both drivers are near the cut: visible to both shards
     n = 2
     pings = Pings(
-        key=np.array([9, 3]), lat=np.full(n, lat), lng=np.full(n, lng), heading=np.zeros(n, np.float32),
-        speed=np.zeros(n, np.float32), status=np.zeros(n, np.int8),
+        key=np.array([9, 3]),
+        lat=np.full(n, lat),
+        lng=np.full(n, lng),
+        heading=np.zeros(n, np.float32),
+        speed=np.zeros(n, np.float32),
+        status=np.zeros(n, np.int8),
         vehicle=np.array([VEHICLE_TYPES.index("uberx"), VEHICLE_TYPES.index("xl")], np.int8),
-        rating=np.full(n, 4.8, np.float32), ts=np.full(n, NOW), owned=np.ones(n, bool), shared=np.zeros(n, bool),
+        rating=np.full(n, 4.8, np.float32),
+        ts=np.full(n, NOW),
+        owned=np.ones(n, bool),
+        shared=np.zeros(n, bool),
     )
     # request 0 (waited longest, uberx) ties between both; request 1 (xl) can only use key 3
-    reqs = RequestBatch(np.array([0, 1]), np.array([40.75, 40.751]), np.array([cut - 0.005, cut + 0.004]),
-                        np.array([RIDE_TYPES.index("uberx"), RIDE_TYPES.index("xl")], np.int8),
-                        np.array([100.0, 0.0]), np.empty(0, np.int64), np.empty(0, np.int64))
+    reqs = RequestBatch(
+        np.array([0, 1]),
+        np.array([40.75, 40.751]),
+        np.array([cut - 0.005, cut + 0.004]),
+        np.array([RIDE_TYPES.index("uberx"), RIDE_TYPES.index("xl")], np.int8),
+        np.array([100.0, 0.0]),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+    )
     cfg = MatchConfig()
     outs, dm, _, shared, dreq = run_sharded(pings, reqs, 2, np.array([cut]), cfg, "greedy")
     assert shared.all() and sorted(dreq.tolist()) == [0, 1]

@@ -1,4 +1,5 @@
-"""Tests of matcher.sharding: the hash ring, the region map and the halo guarantee."""
+"""Tests of matcher.dist.sharding: the hash ring, the region map and the halo guarantee."""
+
 from __future__ import annotations
 
 import bisect
@@ -10,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from matcher import geo
 from matcher.config import ShardConfig
-from matcher.sharding import (
+from matcher.core import geo
+from matcher.dist.sharding import (
     MAX_SHARDS,
     HashRing,
     RegionChange,
@@ -494,7 +495,14 @@ def _near_borders(rng, n, lat_c, lng_c, spread_deg, prec=4):
 
 @pytest.mark.parametrize(
     "where",
-    [(40.75, -73.95, 0.3), (0.0, 180.0, 0.5), (-36.85, 179.9, 0.5), (64.0, 20.0, 3.0), (72.0, -50.0, 3.0), (89.0, 0.0, 1.0)],
+    [
+        (40.75, -73.95, 0.3),
+        (0.0, 180.0, 0.5),
+        (-36.85, 179.9, 0.5),
+        (64.0, 20.0, 3.0),
+        (72.0, -50.0, 3.0),
+        (89.0, 0.0, 1.0),
+    ],
     ids=["nyc", "antimeridian-equator", "antimeridian-south", "lat-limit", "arctic", "pole"],
 )
 def test_halo_guarantee_vectorized(where):
@@ -558,7 +566,9 @@ def test_halo_guarantee_hypothesis(shards, config, lat, lng, edge, off, bearing,
     dlat = min(max(dlat, -90.0), 90.0)
     dlng = (dlng + 180.0) % 360.0 - 180.0
     # split some of the regions of the 3x3 halo cells around the driver
-    cells = np.concatenate([geo.encode_int(dlat, dlng, hp)[None], geo.neighbors_int(geo.encode_int(dlat, dlng, hp), hp)])
+    cells = np.concatenate(
+        [geo.encode_int(dlat, dlng, hp)[None], geo.neighbors_int(geo.encode_int(dlat, dlng, hp), hp)]
+    )
     cells = cells[cells != geo.NO_CELL]
     for i in splits:
         if i < cells.size:
@@ -625,7 +635,7 @@ def test_empty_and_scalar_inputs():
 
 
 def test_cache_resets_and_chunking_give_the_same_answers(monkeypatch):
-    import matcher.sharding as sh
+    import matcher.dist.sharding as sh
 
     rng = np.random.default_rng(15)
     lat = np.concatenate([40.75 + rng.normal(0, 0.3, 3000), rng.uniform(89.95, 90.0, 20)])

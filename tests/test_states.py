@@ -1,4 +1,5 @@
-"""Tests for matcher.states: transition tables, scalar and vectorised checks."""
+"""Tests for matcher.core.states: transition tables, scalar and vectorised checks."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matcher.states import (
+from matcher.core.states import (
     DRIVER_TRANSITIONS,
     RIDE_TRANSITIONS,
     DriverStatus,
@@ -29,19 +30,33 @@ TERMINAL = {R.COMPLETED, R.CANCELLED, R.EXPIRED}
 # The tables written out independently of the module, so a silent edit to
 # states.py is caught here.
 EXPECTED_DRIVER = {
-    (D.AVAILABLE, D.OFFERED), (D.AVAILABLE, D.OFFLINE),
-    (D.OFFERED, D.AVAILABLE), (D.OFFERED, D.EN_ROUTE), (D.OFFERED, D.OFFLINE),
-    (D.EN_ROUTE, D.AVAILABLE), (D.EN_ROUTE, D.ON_TRIP), (D.EN_ROUTE, D.OFFLINE),
-    (D.ON_TRIP, D.AVAILABLE), (D.ON_TRIP, D.OFFLINE),
+    (D.AVAILABLE, D.OFFERED),
+    (D.AVAILABLE, D.OFFLINE),
+    (D.OFFERED, D.AVAILABLE),
+    (D.OFFERED, D.EN_ROUTE),
+    (D.OFFERED, D.OFFLINE),
+    (D.EN_ROUTE, D.AVAILABLE),
+    (D.EN_ROUTE, D.ON_TRIP),
+    (D.EN_ROUTE, D.OFFLINE),
+    (D.ON_TRIP, D.AVAILABLE),
+    (D.ON_TRIP, D.OFFLINE),
     (D.OFFLINE, D.AVAILABLE),
 }
 EXPECTED_RIDE = {
-    (R.SEARCHING, R.MATCHED), (R.SEARCHING, R.CANCELLED), (R.SEARCHING, R.EXPIRED),
-    (R.MATCHED, R.ACCEPTED), (R.MATCHED, R.SEARCHING), (R.MATCHED, R.CANCELLED),
-    (R.ACCEPTED, R.DRIVER_EN_ROUTE), (R.ACCEPTED, R.CANCELLED),
-    (R.DRIVER_EN_ROUTE, R.ARRIVED), (R.DRIVER_EN_ROUTE, R.CANCELLED),
-    (R.ARRIVED, R.IN_PROGRESS), (R.ARRIVED, R.CANCELLED),
-    (R.IN_PROGRESS, R.COMPLETED), (R.IN_PROGRESS, R.CANCELLED),
+    (R.SEARCHING, R.MATCHED),
+    (R.SEARCHING, R.CANCELLED),
+    (R.SEARCHING, R.EXPIRED),
+    (R.MATCHED, R.ACCEPTED),
+    (R.MATCHED, R.SEARCHING),
+    (R.MATCHED, R.CANCELLED),
+    (R.ACCEPTED, R.DRIVER_EN_ROUTE),
+    (R.ACCEPTED, R.CANCELLED),
+    (R.DRIVER_EN_ROUTE, R.ARRIVED),
+    (R.DRIVER_EN_ROUTE, R.CANCELLED),
+    (R.ARRIVED, R.IN_PROGRESS),
+    (R.ARRIVED, R.CANCELLED),
+    (R.IN_PROGRESS, R.COMPLETED),
+    (R.IN_PROGRESS, R.CANCELLED),
 }
 
 
@@ -143,7 +158,10 @@ def _scalar_ok(check, old, new) -> bool:
 
 
 def test_vectorised_full_product_elementwise():
-    for pairs, check, many in ((DRIVER_PAIRS, check_driver, check_driver_many), (RIDE_PAIRS, check_ride, check_ride_many)):
+    for pairs, check, many in (
+        (DRIVER_PAIRS, check_driver, check_driver_many),
+        (RIDE_PAIRS, check_ride, check_ride_many),
+    ):
         for a, b in pairs:
             vec_ok = _scalar_ok(many, np.array([a]), np.array([b]))
             if many is check_driver_many and a == b:

@@ -1,8 +1,9 @@
 """The synthetic city: deterministic, realistic enough, always valid."""
+
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from matcher import trace
-from matcher.schemas import DRIVERS, REQUESTS
-from matcher.synth import DEFAULT_CENTER, _world, demand_curve, synthesize
+from matcher.io import trace
+from matcher.io.schemas import DRIVERS, REQUESTS
+from matcher.sim.synth import DEFAULT_CENTER, _world, demand_curve, synthesize
 
 
 def _synth(tmp_path, name="s", **kw):
@@ -52,7 +53,7 @@ def test_metro_shape_and_validity(tmp_path):
     assert abs(r.num_rows - 36_000) < 36_000 * 0.05 and d.num_rows == 3000 == rep.drivers
     assert rep.requests == r.num_rows and f"{r.num_rows:,} requests" in str(rep)
     times = r.column("request_time").cast(pa.int64()).to_numpy()
-    t0 = int(datetime(2026, 1, 5, 6, tzinfo=timezone.utc).timestamp() * 1000)
+    t0 = int(datetime(2026, 1, 5, 6, tzinfo=UTC).timestamp() * 1000)
     assert (np.diff(times) >= 0).all() and times.min() >= t0 and times.max() < t0 + 3_600_000
     # every row passes validation
     v = trace.validate(str(tmp_path / "s.parquet"), drivers=str(tmp_path / "s-drivers.parquet"))
@@ -91,7 +92,7 @@ def test_demand_curve_has_rush_hours(tmp_path):
     # and the generated requests follow it: local midnight in New York is 05:00 UTC in January
     _, r, _ = _synth(tmp_path, drivers=50, requests_per_s=1.0, hours=24, seed=1, start="2026-01-05T05:00:00Z")
     t = r.column("request_time").cast(pa.int64()).to_numpy()
-    t0 = int(datetime(2026, 1, 5, 5, tzinfo=timezone.utc).timestamp() * 1000)
+    t0 = int(datetime(2026, 1, 5, 5, tzinfo=UTC).timestamp() * 1000)
     per_hour = np.bincount((t - t0) // 3_600_000, minlength=24)
     assert len(per_hour) == 24
     morning, evening = int(np.argmax(per_hour[5:12])) + 5, int(np.argmax(per_hour[14:22])) + 14
@@ -134,7 +135,7 @@ def test_global_mode(tmp_path):
 
 
 def test_chunked_writing_streams(tmp_path, monkeypatch):
-    import matcher.synth as synth
+    import matcher.sim.synth as synth
 
     monkeypatch.setattr(synth, "CHUNK_ROWS", 1000)  # many chunks, same rules
     rep, r, d = _synth(tmp_path, drivers=5000, requests_per_s=5.0, hours=1.0, seed=0, cities=3)
@@ -155,8 +156,28 @@ def test_cli_synth(tmp_path, capsys):
     from matcher.cli import main
 
     out, drv = tmp_path / "t.parquet", tmp_path / "d.parquet"
-    assert main(["synth", "--out", str(out), "--drivers-out", str(drv), "--drivers", "100", "--requests-per-s", "0.5",
-                 "--hours", "0.25", "--seed", "2", "--cities", "4"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--drivers-out",
+                str(drv),
+                "--drivers",
+                "100",
+                "--requests-per-s",
+                "0.5",
+                "--hours",
+                "0.25",
+                "--seed",
+                "2",
+                "--cities",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "4 cities" in capsys.readouterr().out
     assert main(["validate", str(out), "--drivers", str(drv)]) == 0
     with pytest.raises(SystemExit) as e:

@@ -1,11 +1,12 @@
 """The Parquet trace format (contracts/trace.md): reading, quarantine, rejection, writing, validate."""
+
 from __future__ import annotations
 
 import math
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from matcher import trace
 from matcher.errors import TraceError
-from matcher.schemas import DRIVERS, QUARANTINE_BASE, REQUESTS
+from matcher.io import trace
+from matcher.io.schemas import DRIVERS, QUARANTINE_BASE, REQUESTS
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000_000  # ms
@@ -158,14 +159,17 @@ def test_missing_required_column(tmp_path):
         trace.read_requests(path)
 
 
-@pytest.mark.parametrize("column,value", [
-    ("pickup_lat", pa.array(["40.7", "40.7", "40.7"])),
-    ("request_time", pa.array(["2014-04-01 00:00:00"] * 3)),
-    ("request_time", pa.array([1, 2, 3], pa.int64())),
-    ("request_id", pa.array([1.5, 2.5, 3.5])),
-    ("ride_type", pa.array([1, 2, 3])),
-    ("trip_duration_s", pa.array(["600"] * 3)),
-])
+@pytest.mark.parametrize(
+    "column,value",
+    [
+        ("pickup_lat", pa.array(["40.7", "40.7", "40.7"])),
+        ("request_time", pa.array(["2014-04-01 00:00:00"] * 3)),
+        ("request_time", pa.array([1, 2, 3], pa.int64())),
+        ("request_id", pa.array([1.5, 2.5, 3.5])),
+        ("ride_type", pa.array([1, 2, 3])),
+        ("trip_duration_s", pa.array(["600"] * 3)),
+    ],
+)
 def test_wrong_type(tmp_path, column, value):
     t = requests_table(3)
     t = t.drop_columns([column]) if column in t.column_names else t
@@ -201,8 +205,13 @@ def test_bad_coordinates_exact_counts(tmp_path):
     lng = [-74.0, -74.0, -74.0, -74.0, 180.0, -181.0, -inf, -74.0, -74.0, -74.0, -74.0]
     dlat = [None] * 8 + [40.8, nan, 40.8]
     dlng = [None] * 8 + [-73.9, -73.9, None]
-    t = requests_table(11, pickup_lat=lat, pickup_lng=lng, dropoff_lat=pa.array(dlat, pa.float64()),
-                       dropoff_lng=pa.array(dlng, pa.float64()))
+    t = requests_table(
+        11,
+        pickup_lat=lat,
+        pickup_lng=lng,
+        dropoff_lat=pa.array(dlat, pa.float64()),
+        dropoff_lng=pa.array(dlng, pa.float64()),
+    )
     valid, q = trace.read_requests(write(tmp_path, t))
     assert valid.column("request_id").to_pylist() == ["r0", "r4", "r8"]
     assert reasons(q) == {"bad_pickup_coordinate": 5, "missing_pickup_coordinate": 1, "bad_dropoff_coordinate": 2}
@@ -254,21 +263,29 @@ def test_huge_second_timestamps_do_not_overflow(tmp_path):
 
 
 def test_drivers(tmp_path):
-    t = pa.table({
-        "driver_id": ["d0", "d1", "d2", "d3", "d4", "d0", None, "d7", "d8"],
-        "lat": [40.7, 40.7, 40.7, 40.7, 40.7, 40.7, 40.7, 140.0, 40.7],
-        "lng": [-74.0] * 9,
-        "vehicle_type": ["uberx", "XL", "bike", None, "black", "xl", "xl", "xl", "pool"],
-        "rating": [4.9, 5.0, 4.0, 0.5, None, 4.0, 4.0, 4.0, 4.5],
-        "online_from": _ts([T0] * 9),
-        "online_until": _ts([T0 + 1, T0, T0, T0, T0 - 1, T0, T0, T0, None]),
-    })
+    t = pa.table(
+        {
+            "driver_id": ["d0", "d1", "d2", "d3", "d4", "d0", None, "d7", "d8"],
+            "lat": [40.7, 40.7, 40.7, 40.7, 40.7, 40.7, 40.7, 140.0, 40.7],
+            "lng": [-74.0] * 9,
+            "vehicle_type": ["uberx", "XL", "bike", None, "black", "xl", "xl", "xl", "pool"],
+            "rating": [4.9, 5.0, 4.0, 0.5, None, 4.0, 4.0, 4.0, 4.5],
+            "online_from": _ts([T0] * 9),
+            "online_until": _ts([T0 + 1, T0, T0, T0, T0 - 1, T0, T0, T0, None]),
+        }
+    )
     valid, q = trace.read_drivers(write(tmp_path, t, "drivers.parquet"))
     assert valid.schema.equals(DRIVERS)
     assert valid.column("driver_id").to_pylist() == ["d0", "d1"]
     assert valid.column("vehicle_type").to_pylist() == ["uberx", "xl"]
-    assert reasons(q) == {"unknown_vehicle_type": 2, "bad_rating": 1, "bad_shift": 1, "duplicate_driver_id": 1,
-                          "missing_driver_id": 1, "bad_coordinate": 1}
+    assert reasons(q) == {
+        "unknown_vehicle_type": 2,
+        "bad_rating": 1,
+        "bad_shift": 1,
+        "duplicate_driver_id": 1,
+        "missing_driver_id": 1,
+        "bad_coordinate": 1,
+    }
     assert set(q.column("source").to_pylist()) == {"drivers"}
 
 
@@ -284,8 +301,11 @@ def test_drivers_defaults_and_rejection(tmp_path):
 
 def test_quarantine_keeps_all_columns_and_handles_odd_types(tmp_path):
     t = requests_table(
-        2, pickup_lat=[float("nan"), 40.0],
-        nested=pa.array([{"a": 1}, {"a": 2}]), listy=pa.array([[1, 2], []]), raw=pa.array([b"\xff\x00", b"ok"]),
+        2,
+        pickup_lat=[float("nan"), 40.0],
+        nested=pa.array([{"a": 1}, {"a": 2}]),
+        listy=pa.array([[1, 2], []]),
+        raw=pa.array([b"\xff\x00", b"ok"]),
         reason=["user column named reason", "x"],
     )
     _, q = trace.read_requests(write(tmp_path, t))
@@ -302,8 +322,13 @@ def test_quarantine_keeps_all_columns_and_handles_odd_types(tmp_path):
 
 def test_write_table_row_groups_and_zstd(tmp_path):
     n = 300_000
-    t = requests_table(n, request_id=[f"r{i}" for i in range(n)], request_time=_ts(np.arange(n) + T0),
-                       pickup_lat=np.full(n, 40.7), pickup_lng=np.full(n, -74.0))
+    t = requests_table(
+        n,
+        request_id=[f"r{i}" for i in range(n)],
+        request_time=_ts(np.arange(n) + T0),
+        pickup_lat=np.full(n, 40.7),
+        pickup_lng=np.full(n, -74.0),
+    )
     path = tmp_path / "big.parquet"
     trace.write_table(t, path, REQUESTS)
     md = pq.ParquetFile(path).metadata
@@ -320,10 +345,9 @@ def test_write_is_atomic(tmp_path):
     with pytest.raises(ValueError):
         trace.write_table(pa.table({"x": [1]}), path, REQUESTS)  # lacks required columns
     assert path.read_bytes() == before
-    with pytest.raises(RuntimeError):
-        with trace.AtomicParquetWriter(path, REQUESTS) as w:
-            w.write(requests_table(2))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), trace.AtomicParquetWriter(path, REQUESTS) as w:
+        w.write(requests_table(2))
+        raise RuntimeError("boom")
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["t.parquet"]
 
 
@@ -360,8 +384,9 @@ def test_validate_report(tmp_path):
 
 
 def _matcher(*args):
-    return subprocess.run([sys.executable, "-m", "matcher", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "matcher", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def test_cli_validate_good_and_bad(tmp_path):
@@ -392,14 +417,35 @@ def test_cli_validate_in_process(tmp_path, capsys):
 # --------------------------------------------------------------------------- fuzz
 
 _COLUMNS = list(REQUESTS.names) + ["extra", "reason"]
-_TYPES = [pa.string(), pa.large_string(), pa.int64(), pa.int8(), pa.uint64(), pa.float32(), pa.float64(), pa.bool_(),
-          pa.timestamp("s"), pa.timestamp("ns", "Asia/Kolkata"), pa.timestamp("ms", "UTC"), pa.binary(), pa.null(),
-          pa.date32(), pa.decimal128(12, 3), pa.duration("s"), pa.list_(pa.int32())]
+_TYPES = [
+    pa.string(),
+    pa.large_string(),
+    pa.int64(),
+    pa.int8(),
+    pa.uint64(),
+    pa.float32(),
+    pa.float64(),
+    pa.bool_(),
+    pa.timestamp("s"),
+    pa.timestamp("ns", "Asia/Kolkata"),
+    pa.timestamp("ms", "UTC"),
+    pa.binary(),
+    pa.null(),
+    pa.date32(),
+    pa.decimal128(12, 3),
+    pa.duration("s"),
+    pa.list_(pa.int32()),
+]
 
-_weird_text = st.one_of(st.sampled_from(["uberx", "POOL", "xl", "black", "", " ", "nan", "inf", "\x00", "é", "🚕",
-                                         "1e400", "-0"]), st.text(max_size=6))
-_float = st.one_of(st.floats(-95, 95), st.floats(allow_nan=True, allow_infinity=True),
-                   st.sampled_from([40.7, -74.0, 0.0, 1e308, -1e-308]))
+_weird_text = st.one_of(
+    st.sampled_from(["uberx", "POOL", "xl", "black", "", " ", "nan", "inf", "\x00", "é", "🚕", "1e400", "-0"]),
+    st.text(max_size=6),
+)
+_float = st.one_of(
+    st.floats(-95, 95),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([40.7, -74.0, 0.0, 1e308, -1e-308]),
+)
 
 
 def _value(t: pa.DataType):
@@ -409,8 +455,13 @@ def _value(t: pa.DataType):
         info = np.iinfo(t.to_pandas_dtype())
         return st.integers(int(info.min), int(info.max))
     if pa.types.is_floating(t):
-        return _float.map(lambda x: float(np.float32(x)) if t == pa.float32() and math.isfinite(x) and abs(x) < 3e38
-                          else (x if t != pa.float32() else float("nan")))
+        return _float.map(
+            lambda x: (
+                float(np.float32(x))
+                if t == pa.float32() and math.isfinite(x) and abs(x) < 3e38
+                else (x if t != pa.float32() else float("nan"))
+            )
+        )
     if pa.types.is_boolean(t):
         return st.booleans()
     if pa.types.is_timestamp(t) or pa.types.is_duration(t):
@@ -439,9 +490,7 @@ def random_tables(draw):
         t = default if default is not None else draw(st.sampled_from(_TYPES))
         value = st.integers(0, 9).flatmap(lambda k, t=t: st.none() if k == 0 else _value(t))  # ~10 % nulls
         values = draw(st.lists(value, min_size=n, max_size=n))
-        if pa.types.is_timestamp(t) and not pa.types.is_integer(t):
-            arr = pa.array(values, pa.int64()).cast(t)
-        elif pa.types.is_duration(t):
+        if (pa.types.is_timestamp(t) and not pa.types.is_integer(t)) or pa.types.is_duration(t):
             arr = pa.array(values, pa.int64()).cast(t)
         elif pa.types.is_date(t):
             arr = pa.array(values, pa.int32()).cast(t)
@@ -454,8 +503,9 @@ def random_tables(draw):
     return pa.table(cols, names=fields) if fields else pa.table({"only": pa.nulls(n)})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(table=random_tables(), batch_rows=st.integers(1, 4))
 def test_fuzz_read_requests_never_crashes(tmp_path, table, batch_rows):
     path = tmp_path / "fuzz.parquet"
@@ -488,5 +538,5 @@ def test_fuzz_read_requests_never_crashes(tmp_path, table, batch_rows):
 
 
 def test_fmt_times_are_utc():
-    ms = int(datetime(2014, 4, 4, 4, 0, tzinfo=timezone.utc).timestamp() * 1000)
+    ms = int(datetime(2014, 4, 4, 4, 0, tzinfo=UTC).timestamp() * 1000)
     assert trace._fmt_ms(ms) == "2014-04-04 04:00:00Z"

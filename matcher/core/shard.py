@@ -1,0 +1,224 @@
+"""One shard's matcher: driver state plus the per-tick solve. Pure Python/numpy.
+
+Each tick a shard applies its ping batch, finds candidates for the requests
+routed to it and splits the candidate graph into connected components:
+
+- a component whose drivers all live only on this shard is solved here and
+  committed (the drivers become ``OFFERED`` in this table);
+- a component that touches a *shared* driver (a halo copy, or an owned driver
+  another shard can also see) is returned unsolved as *deferred* edges, for the
+  coordinator to solve together with the other shards' deferred edges.
+
+Guarantees:
+- a driver is offered by exactly one shard per tick: a shard commits only
+  drivers that no other shard can see, and every edge of a shared driver is
+  deferred by every shard that sees it;
+- the union of the local solves and the coordinator's solve of the deferred
+  edges has the same objective as one global solve (components are
+  independent), so sharding costs no match quality.
+- ticks are idempotent by tick id: a retried tick returns the stored result
+  without applying anything twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from matcher.config import MatchConfig
+from matcher.core.assignment import Edges, components, solve_batch, solve_greedy, unmatched_penalty
+from matcher.core.candidates import RequestBatch, find_candidates
+from matcher.core.cost import StraightLineEta
+from matcher.core.driver_table import DriverTable, Pings
+from matcher.core.states import DriverStatus
+
+
+@dataclass
+class TickInput:
+    tick: int
+    now: float
+    pings: Pings
+    drop_keys: np.ndarray  # drivers that left this shard (handoff out / halo exit)
+    requests: RequestBatch
+    policy: str = "batch"
+    budget_ms: float = float("inf")  # predicted solve time past this: the shard uses greedy this tick
+    reset: bool = False  # the pings are the shard's whole state: start from an empty table
+    expect_state: bool = False  # the shard should already hold drivers (else it lost them: restarted)
+
+
+@dataclass
+class Matches:
+    """Columnar matches: request idx, driver key, pickup ETA, distance, driver position."""
+
+    req: np.ndarray
+    key: np.ndarray
+    eta: np.ndarray
+    dist: np.ndarray
+    lat: np.ndarray
+    lng: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.req)
+
+    @staticmethod
+    def empty() -> Matches:
+        i, f = np.empty(0, np.int64), np.empty(0)
+        return Matches(i, i, f, f, f, f)
+
+    @staticmethod
+    def concat(parts: list[Matches]) -> Matches:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Matches.empty()
+        return Matches(
+            *(np.concatenate([getattr(p, n) for p in parts]) for n in ("req", "key", "eta", "dist", "lat", "lng"))
+        )
+
+
+@dataclass
+class TickOutput:
+    tick: int
+    shard: int
+    matches: Matches
+    deferred: Matches  # candidate edges of border components (unsolved)
+    deferred_req: np.ndarray  # request idx of the deferred requests
+    pending: int
+    ping_refusals: dict[str, int] = field(default_factory=dict)
+    solve_ms: float = 0.0
+    fallback: bool = False
+    drivers: int = 0
+    restarted: bool = False  # the shard came back empty; nothing was solved
+
+
+class ShardState:
+    """Driver state and matcher of one shard (the pure core a Ray actor wraps)."""
+
+    def __init__(self, shard: int, cfg: MatchConfig):
+        self.shard = shard
+        self.cfg = cfg
+        self.eta = StraightLineEta(cfg.eta)
+        self.table = DriverTable()
+        self._last: TickOutput | None = None  # result of the latest tick, for idempotent retries
+        self._fresh = True  # no tick applied since construction
+        self._ms_per_edge = 0.0  # learned batch solve speed, for the time budget
+        self._learned_big = False
+
+    def tick(self, inp: TickInput) -> TickOutput:
+        if self._last is not None and self._last.tick == inp.tick and not inp.reset:
+            return self._last
+        if inp.expect_state and self._fresh and not inp.reset:
+            # constructed again (a crash and a restart): say so, change nothing
+            return TickOutput(
+                inp.tick,
+                self.shard,
+                Matches.empty(),
+                Matches.empty(),
+                np.empty(0, np.int64),
+                len(inp.requests),
+                restarted=True,
+            )
+        t0 = time.perf_counter()
+        if inp.reset:
+            self.table = DriverTable()
+        self._fresh = False
+        self.table.remove(inp.drop_keys)
+        refusals = self.table.apply_pings(inp.pings)
+        out = self._solve(inp)
+        out.ping_refusals = refusals
+        out.solve_ms = (time.perf_counter() - t0) * 1e3
+        out.drivers = int(self.table.col("owned").sum())
+        self._last = out
+        return out
+
+    def _solve(self, inp: TickInput) -> TickOutput:
+        reqs, t = inp.requests, self.table
+        n = len(reqs)
+        cand = find_candidates(t, reqs, inp.now, self.cfg, self.eta)
+        local_req = np.ones(n, bool)
+        if len(cand) and t.shared[cand.row].any():
+            comp_req, rows, comp_row = components(n, Edges(cand.req, cand.row, cand.cost))
+            border = np.unique(comp_row[t.shared[rows]])
+            local_req = ~np.isin(comp_req, border)
+        loc = local_req[cand.req]
+        # columns are driver keys, not table rows: exact cost ties then resolve the same way
+        # here, in a rebuilt table and in the coordinator's solve
+        e = Edges(cand.req[loc], t.key[cand.row[loc]], cand.cost[loc])
+        fallback = False
+        if inp.policy == "greedy":
+            dkey, _ = solve_greedy(n, e, greedy_order(reqs))
+        elif self._ms_per_edge * len(e) > inp.budget_ms:
+            # the optimal solve would blow the tick budget: keep the tick alive with greedy
+            dkey, _ = solve_greedy(n, e, greedy_order(reqs))
+            fallback = True
+        else:
+            t0 = time.perf_counter()
+            pen = unmatched_penalty(reqs.wait_s, self.cfg.unmatched_base_s, self.cfg.unmatched_per_wait)
+            dkey, _ = solve_batch(n, e, pen, self.cfg.dense_max_cells)
+            # learn the solver's speed per edge from big ticks (small ones are mostly fixed costs and
+            # would overestimate it); until a big tick is seen, small ones give a first, cautious guess
+            big = len(e) >= 2000
+            if big or (len(e) >= 100 and not self._learned_big):
+                per = (time.perf_counter() - t0) * 1e3 / len(e)
+                if big and not self._learned_big:
+                    self._ms_per_edge, self._learned_big = per, True
+                else:
+                    self._ms_per_edge = per if self._ms_per_edge == 0 else 0.8 * self._ms_per_edge + 0.2 * per
+        ri = np.flatnonzero(dkey >= 0)
+        rows = t.rows_of(dkey[ri])
+        t.set_status(rows, DriverStatus.OFFERED)
+        # eta/dist of each chosen edge
+        pos = edge_positions(cand.req, cand.row, ri, rows)
+        matches = Matches(reqs.idx[ri], t.key[rows], cand.cost[pos], cand.dist[pos], t.lat[rows], t.lng[rows])
+        d = ~loc
+        deferred = Matches(
+            reqs.idx[cand.req[d]],
+            t.key[cand.row[d]],
+            cand.cost[d],
+            cand.dist[d],
+            t.lat[cand.row[d]],
+            t.lng[cand.row[d]],
+        )
+        return TickOutput(inp.tick, self.shard, matches, deferred, reqs.idx[~local_req], n, fallback=fallback)
+
+
+def edge_positions(edge_req: np.ndarray, edge_col: np.ndarray, req: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """Index in the edge arrays of each chosen (request, column) pair; every pair must be an edge."""
+    big = np.int64(1) << 40  # requests and columns (rows or driver keys) stay far below 2**40
+    pair = edge_req * big + edge_col
+    srt = np.argsort(pair)
+    return srt[np.searchsorted(pair, req * big + col, sorter=srt)]
+
+
+def greedy_order(reqs: RequestBatch) -> np.ndarray:
+    """First come, first served: longest wait first, then request index."""
+    return np.lexsort((reqs.idx, -reqs.wait_s))
+
+
+def solve_deferred(
+    deferred: Matches, req_idx: np.ndarray, wait_s: np.ndarray, policy: str, cfg: MatchConfig
+) -> Matches:
+    """The coordinator's solve of all shards' border components, as one problem.
+
+    ``req_idx``/``wait_s`` describe the deferred requests; edges refer to them by idx
+    and to drivers by key, so a driver seen by several shards is one column.
+    """
+    n = len(req_idx)
+    if n == 0 or len(deferred) == 0:
+        return Matches.empty()
+    srt = np.argsort(req_idx)
+    pos = srt[np.searchsorted(req_idx, deferred.req, sorter=srt)]
+    e = Edges(pos, deferred.key, deferred.eta)
+    if policy == "greedy":
+        rb_order = np.lexsort((req_idx, -wait_s))
+        dkey, _ = solve_greedy(n, e, rb_order)
+    else:
+        pen = unmatched_penalty(wait_s, cfg.unmatched_base_s, cfg.unmatched_per_wait)
+        dkey, _ = solve_batch(n, e, pen, cfg.dense_max_cells)
+    ri = np.flatnonzero(dkey >= 0)
+    # pick the edge rows (request pos, key) chosen
+    epos = edge_positions(e.req, e.col, ri, dkey[ri])
+    return Matches(
+        req_idx[ri], dkey[ri], deferred.eta[epos], deferred.dist[epos], deferred.lat[epos], deferred.lng[epos]
+    )

@@ -1,0 +1,195 @@
+"""Spilling the event log (and the location history) to Parquet as a run goes.
+
+Rows are buffered column-wise and written as whole part files
+(``part-00000.parquet``, ...): each file is written under a temporary name and
+renamed into place, so a run killed at any moment leaves only complete files.
+Memory stays bounded by the buffer size whatever the length of the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from matcher.io.atomic import atomic_path
+from matcher.io.schemas import EVENT_KINDS, EVENTS, LOCATIONS
+
+KIND = {k: i for i, k in enumerate(EVENT_KINDS)}
+_KIND_ARR = pa.array(EVENT_KINDS, pa.string())
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file so that ``path`` is either absent or complete."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+class PartWriter:
+    """Numbered part files in one folder, each written atomically."""
+
+    def __init__(self, folder: Path, first_part: int = 0):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.part = first_part
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            write_atomic(table, self.folder / f"part-{self.part:05d}.parquet")
+            self.part += 1
+
+
+class EventLog:
+    """Buffers events as columns; ids are resolved to strings only when a part is written."""
+
+    _COLS = ("ts", "tick", "shard", "kind", "req", "key", "lat", "lng", "eta", "dist")
+
+    def __init__(
+        self,
+        folder: Path,
+        request_ids: pa.Array,
+        driver_ids: pa.Array,
+        t0_ms: int,
+        rows_per_file: int = 250_000,
+        first_seq: int = 0,
+        first_part: int = 0,
+    ):
+        self.out = PartWriter(folder, first_part)
+        self.request_ids, self.driver_ids = request_ids, driver_ids
+        self.t0_ms = t0_ms
+        self.rows_per_file = rows_per_file
+        self.seq = first_seq
+        self._buf: dict[str, list] = {c: [] for c in self._COLS}
+        self.counts = np.zeros(len(EVENT_KINDS), np.int64)
+
+    def add(
+        self,
+        ts: float,
+        tick: int,
+        kind: str,
+        req: int = -1,
+        key: int = -1,
+        lat: float = np.nan,
+        lng: float = np.nan,
+        shard: int = -1,
+        eta: float = np.nan,
+        dist: float = np.nan,
+    ) -> None:
+        b = self._buf
+        b["ts"].append(ts)
+        b["tick"].append(tick)
+        b["shard"].append(shard)
+        b["kind"].append(KIND[kind])
+        b["req"].append(req)
+        b["key"].append(key)
+        b["lat"].append(lat)
+        b["lng"].append(lng)
+        b["eta"].append(eta)
+        b["dist"].append(dist)
+        if len(b["ts"]) >= self.rows_per_file:
+            self.flush()
+
+    def add_many(self, ts, tick, kind: str, req, key, lat, lng, shard, eta, dist) -> None:
+        """Columnar append (match events of a tick arrive as arrays)."""
+        n = len(req)
+        b = self._buf
+        for name, v in (
+            ("ts", ts),
+            ("tick", tick),
+            ("shard", shard),
+            ("req", req),
+            ("key", key),
+            ("lat", lat),
+            ("lng", lng),
+            ("eta", eta),
+            ("dist", dist),
+        ):
+            b[name].extend(np.broadcast_to(v, n).tolist())
+        b["kind"].extend([KIND[kind]] * n)
+        if len(b["ts"]) >= self.rows_per_file:
+            self.flush()
+
+    def flush(self) -> None:
+        b = self._buf
+        n = len(b["ts"])
+        if n == 0:
+            return
+        kind = np.asarray(b["kind"], np.int32)
+        np.add.at(self.counts, kind, 1)
+        req = np.asarray(b["req"], np.int64)
+        key = np.asarray(b["key"], np.int64)
+        shard = np.asarray(b["shard"], np.int32)
+        ts_ms = self.t0_ms + np.round(np.asarray(b["ts"]) * 1000.0).astype(np.int64)
+
+        def ids(arr, codes):
+            return arr.take(pa.array(np.where(codes >= 0, codes, 0), mask=codes < 0))
+
+        def opt(x):
+            x = np.asarray(x, np.float64)
+            return pa.array(x, mask=np.isnan(x))
+
+        table = pa.Table.from_arrays(
+            [
+                pa.array(np.arange(self.seq, self.seq + n, dtype=np.int64)),
+                pa.array(ts_ms, pa.int64()).cast(EVENTS.field("ts").type),
+                pa.array(np.asarray(b["tick"], np.int64)),
+                pa.array(shard, mask=shard < 0),
+                _KIND_ARR.take(pa.array(kind)),
+                ids(self.request_ids, req),
+                ids(self.driver_ids, key),
+                opt(b["lat"]),
+                opt(b["lng"]),
+                opt(b["eta"]),
+                opt(b["dist"]),
+            ],
+            schema=EVENTS,
+        )
+        self.out.write(table)
+        self.seq += n
+        self._buf = {c: [] for c in self._COLS}
+
+    def count(self, kind: str) -> int:
+        return int(self.counts[KIND[kind]]) + sum(1 for k in self._buf["kind"] if k == KIND[kind])
+
+
+class LocationLog:
+    """Driver location history (``--record-locations``): one row per driver per ping interval."""
+
+    STATUS = pa.array(["available", "offered", "en_route", "on_trip", "offline"], pa.string())
+
+    def __init__(
+        self, folder: Path, driver_ids: pa.Array, t0_ms: int, rows_per_file: int = 1_000_000, first_part: int = 0
+    ):
+        self.out = PartWriter(folder, first_part)
+        self.driver_ids, self.t0_ms = driver_ids, t0_ms
+        self.rows_per_file = rows_per_file
+        self._parts: list[pa.Table] = []
+        self._rows = 0
+
+    def add(self, t: float, key, lat, lng, heading, speed, status) -> None:
+        n = len(key)
+        ts = pa.array(np.full(n, self.t0_ms + int(round(t * 1000)), np.int64)).cast(LOCATIONS.field("ts").type)
+        self._parts.append(
+            pa.Table.from_arrays(
+                [
+                    self.driver_ids.take(pa.array(key)),
+                    ts,
+                    pa.array(lat, pa.float64()),
+                    pa.array(lng, pa.float64()),
+                    pa.array(heading, pa.float32()),
+                    pa.array(speed, pa.float32()),
+                    self.STATUS.take(pa.array(status.astype(np.int32))),
+                ],
+                schema=LOCATIONS,
+            )
+        )
+        self._rows += n
+        if self._rows >= self.rows_per_file:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            self.out.write(pa.concat_tables(self._parts))
+        self._parts, self._rows = [], 0

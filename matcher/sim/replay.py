@@ -1,0 +1,380 @@
+"""The replay loop: one code path for local runs, Ray runs and the Ray job.
+
+Each tick (every ``--window`` seconds for batch, every second for greedy):
+the world advances to the tick time in event order, the drivers that have
+something to report send their pings, the pending requests go to the shards
+through the coordinator, and the offers come back to the world. Ticks with
+nothing pending are skipped. The run drains: it goes on past the last request
+until every request has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from matcher.analysis import metrics
+from matcher.config import RIDE_TYPES, RunConfig
+from matcher.core.candidates import RequestBatch
+from matcher.dist.backend import make_backend
+from matcher.dist.coordinator import Coordinator, make_router
+from matcher.errors import MatcherError
+from matcher.io import trace
+from matcher.io.atomic import atomic_path, remove_leftovers
+from matcher.io.eventlog import EventLog, LocationLog
+from matcher.sim import fleet as fleet_mod
+from matcher.sim.world import Fleet, Requests, World
+
+_log = logging.getLogger("matcher")
+
+TICKS_SCHEMA = pa.schema(
+    [
+        ("tick", pa.int64()),
+        ("ts", pa.timestamp("ms", tz="UTC")),
+        ("wall_ms", pa.float64()),
+        ("pending", pa.int32()),
+        ("matched", pa.int32()),
+        ("deferred", pa.int32()),
+        ("fallbacks", pa.int32()),
+        ("solve_ms", pa.float64()),
+    ]
+)
+
+
+def _requests(table: pa.Table) -> tuple[Requests, pa.Array, int]:
+    ms = table.column("request_time").cast(pa.int64()).to_numpy()
+    t0 = int(ms[0])
+
+    def f(col):
+        return table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    rt = pa.compute.index_in(table.column("ride_type"), pa.array(RIDE_TYPES)).to_numpy(zero_copy_only=False)
+    reqs = Requests(
+        t=(ms - t0) / 1000.0,
+        plat=f("pickup_lat"),
+        plng=f("pickup_lng"),
+        dlat=np.nan_to_num(f("dropoff_lat"), nan=np.nan),
+        dlng=f("dropoff_lng"),
+        ride_type=np.asarray(rt, np.int8),
+        trip_s=f("trip_duration_s"),
+    )
+    return reqs, table.column("request_id").combine_chunks(), t0
+
+
+def _prepare_out(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("events", "locations"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+    for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet", CHECKPOINT):
+        (out / name).unlink(missing_ok=True)
+
+
+CHECKPOINT = "checkpoint.pkl"
+
+
+@dataclass
+class LoopState:
+    """Everything the loop carries from tick to tick besides the world and the coordinator."""
+
+    k: int = -1
+    last_rec: float = -np.inf
+    last_sent: np.ndarray | None = None
+    ticks: dict = field(default_factory=lambda: {name: [] for name in TICKS_SCHEMA.names})
+    wall_before: float = 0.0  # wall seconds of the sessions before a resume
+    failed_ticks: int = 0
+    next_checkpoint: float = 0.0
+
+
+def run_replay(cfg: RunConfig, progress=None) -> dict:
+    """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary."""
+    sim = cfg.sim
+    if sim.policy not in ("batch", "greedy"):
+        raise MatcherError(f"unknown policy {sim.policy!r}")
+    out = Path(cfg.out)
+    inputs = _load_inputs(cfg)
+    _prepare_out(out)
+    trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
+    return _run(cfg, inputs, resume=None, progress=progress)
+
+
+# Modules of the flat 0.1 layout (matcher.world, ...) and where they live now: a
+# checkpoint written before the move names its classes by the old paths.
+_MOVED_MODULES = {
+    f"matcher.{name}": f"matcher.{pkg}.{name}"
+    for pkg, names in {
+        "core": ("geo", "states", "driver_table", "candidates", "cost", "assignment", "shard"),
+        "dist": ("sharding", "coordinator", "backend", "ray_backend"),
+        "sim": ("world", "fleet", "rand", "synth", "replay", "compare"),
+        "io": ("schemas", "atomic", "trace", "eventlog", "importers"),
+        "analysis": ("metrics", "audit", "summary_text", "report"),
+    }.items()
+    for name in names
+}
+
+
+class _CheckpointUnpickler(pickle.Unpickler):
+    """Loads checkpoints of either layout: old module paths are mapped to the new ones."""
+
+    def find_class(self, module: str, name: str):
+        return super().find_class(_MOVED_MODULES.get(module, module), name)
+
+
+def resume_replay(out_dir: str, progress=None, quiet: bool | None = None) -> dict:
+    """Continue an interrupted run from its last complete checkpoint (``matcher replay --resume OUT``).
+
+    Events written after the checkpoint are discarded and produced again, so the
+    finished log equals an uninterrupted run's and holds no duplicate.
+    """
+    out = Path(out_dir)
+    path = out / CHECKPOINT
+    if not path.exists():
+        if (out / "summary.json").exists():
+            raise MatcherError(f"{out}: the run is already complete (summary.json exists)")
+        raise MatcherError(f"{out}: no checkpoint to resume from ({CHECKPOINT} missing)")
+    try:
+        with open(path, "rb") as f:
+            ck = _CheckpointUnpickler(f).load()
+    except Exception as e:
+        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+    cfg: RunConfig = ck["cfg"]
+    if quiet is not None:
+        cfg = replace(cfg, quiet=quiet)
+    for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
+        for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
+            if int(f.stem.split("-")[1]) >= first:
+                f.unlink()  # written after the checkpoint: they will be written again
+    remove_leftovers(out)  # a part file that was being written when the run died
+    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress)
+
+
+@dataclass
+class Inputs:
+    """A run's trace and fleet, read and validated."""
+
+    reqs: Requests
+    request_ids: pa.Array
+    t0_ms: int
+    fleet: Fleet
+    driver_ids: pa.Array
+    quarantine: list[pa.Table]  # rows left out (requests, then drivers)
+
+
+def _load_inputs(cfg: RunConfig) -> Inputs:
+    table, quarantine = trace.read_requests(cfg.trace)
+    reqs, request_ids, t0_ms = _requests(table)
+    fleet, driver_ids, drv_quarantine = fleet_mod.load(cfg.drivers, table, t0_ms, cfg.sim.seed)
+    q = [quarantine] + ([drv_quarantine] if drv_quarantine is not None else [])
+    return Inputs(reqs, request_ids, t0_ms, fleet, driver_ids, q)
+
+
+def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
+    wall0 = time.perf_counter()
+    sim, out = cfg.sim, Path(cfg.out)
+    reqs, request_ids, t0_ms = inputs.reqs, inputs.request_ids, inputs.t0_ms
+    fleet, driver_ids = inputs.fleet, inputs.driver_ids
+    n_quarantined = sum(q.num_rows for q in inputs.quarantine)
+    backend = make_backend(cfg.shard, cfg.match, run_name=f"matcher-{out.name}-{int(time.time())}")
+    try:
+        if resume is None:
+            log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
+            locations = LocationLog(out / "locations", driver_ids, t0_ms) if cfg.record_locations else None
+            world = World(reqs, fleet, sim, cfg.match, log)
+            coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
+            st = LoopState(last_sent=np.full(len(fleet), -np.inf), next_checkpoint=cfg.checkpoint_every_s)
+        else:
+            log = EventLog(
+                out / "events",
+                request_ids,
+                driver_ids,
+                t0_ms,
+                first_seq=resume["events_seq"],
+                first_part=resume["events_part"],
+            )
+            log.counts = resume["events_counts"]
+            locations = (
+                LocationLog(out / "locations", driver_ids, t0_ms, first_part=resume["locations_part"])
+                if cfg.record_locations
+                else None
+            )
+            world, coord, st = resume["world"], resume["coord"], resume["loop"]
+            world.log = log
+            coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
+        base_wall = st.wall_before
+        _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
+    finally:
+        backend.close()
+    log.flush()
+    if locations is not None:
+        locations.flush()
+    ticks = st.ticks
+    tick_table = pa.table(ticks, schema=TICKS_SCHEMA) if ticks["tick"] else TICKS_SCHEMA.empty_table()
+    if len(tick_table):
+        ts = pa.array(t0_ms + np.round(np.asarray(ticks["ts"]) * 1000.0).astype(np.int64))
+        tick_table = tick_table.set_column(1, "ts", ts.cast(TICKS_SCHEMA.field("ts").type))
+    trace.write_table(tick_table, out / "ticks.parquet", TICKS_SCHEMA)
+    meta = {
+        "policy": sim.policy,
+        "window_s": sim.window_s if sim.policy == "batch" else None,
+        "shards": cfg.shard.shards,
+        "backend": cfg.shard.backend,
+        "seed": sim.seed,
+        "drivers": len(fleet),
+        "quarantined": n_quarantined,
+        "label": cfg.label,
+        "sim_seconds": max(world.clock, float(ticks["ts"][-1]) if ticks["ts"] else 0.0),  # drain included
+        "wall_seconds": base_wall + time.perf_counter() - wall0,
+        "handoffs": coord.handoffs,
+        "shard_restarts": coord.restarts,
+        "refused_pings": dict(coord.refusals),
+        "resumed": resume is not None,
+        "failed_ticks": st.failed_ticks,
+        "trace": str(cfg.trace),
+        "config": _jsonable(asdict(cfg)),
+    }
+    metrics.write_json_atomic(out / "run.json", meta)
+    del world, coord, log, inputs, reqs  # the summary reads the log back from disk: free the run's state first
+    summary = metrics.write_summary(out, meta)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return summary
+
+
+def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st: LoopState, wall_so_far: float) -> None:
+    """Flush the logs to whole part files, then save the state that produces the rest (atomically)."""
+    out = Path(cfg.out)
+    log = world.log
+    log.flush()
+    if locations is not None:
+        locations.flush()
+    st.wall_before = wall_so_far
+    state = {
+        "cfg": cfg,
+        "world": world,
+        "coord": coord,
+        "loop": st,
+        "events_seq": log.seq,
+        "events_part": log.out.part,
+        "events_counts": log.counts.copy(),
+        "locations_part": locations.out.part if locations is not None else 0,
+    }
+    with atomic_path(out / CHECKPOINT) as tmp, open(tmp, "wb") as f:
+        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d, default=str))
+
+
+def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress, st: LoopState, wall) -> None:
+    """Ticks until every request has ended. ``wall()`` gives the run's wall seconds so far."""
+    sim = cfg.sim
+    step = sim.step_s
+    bar = _progress(cfg, world) if progress is None else progress
+    while not world.done():
+        if world.pending:
+            st.k += 1
+        else:
+            nt = world.next_time()
+            if not np.isfinite(nt):
+                break
+            st.k = max(st.k + 1, math.ceil(nt / step))
+        k = st.k
+        t = k * step
+        if cfg.checkpoint_every_s > 0 and t >= st.next_checkpoint:
+            # state as of the end of the previous tick: a resume redoes this tick
+            st.k -= 1
+            _checkpoint(cfg, world, coord, locations, st, wall())
+            st.k += 1
+            st.next_checkpoint = t + cfg.checkpoint_every_s
+        if locations is not None:
+            st.last_rec = _record(world, locations, st.last_rec, t, k)
+        world.advance(t, k)
+        if world.pending:
+            w0 = time.perf_counter()
+            _, pings = world.pings(t, st.last_sent)
+            idx, wait = world.pending_batch(t)
+            b_req, b_key = _barred(world, idx)
+            rb = RequestBatch(idx, world.r.plat[idx], world.r.plng[idx], world.r.ride_type[idx], wait, b_req, b_key)
+            try:
+                m, shard_of, ts = coord.tick(k, t, pings, rb, sim.policy)
+            except Exception as e:  # noqa: BLE001 - one bad tick must not end the run
+                # nothing is offered this tick; the shards are rebuilt from the latest reports
+                # next tick, so a half-applied tick leaves no trace in their state
+                coord.failed(k, e)
+                st.failed_ticks += 1
+                _log.warning("tick %d failed (%s: %s); its requests wait for the next tick", k, type(e).__name__, e)
+                continue
+            world.apply_matches(t, k, m.req, m.key, m.eta, m.dist, m.lat, m.lng, shard_of)
+            for name, v in (
+                ("tick", k),
+                ("ts", t),
+                ("wall_ms", (time.perf_counter() - w0) * 1e3),
+                ("pending", ts.pending),
+                ("matched", ts.matched),
+                ("deferred", ts.deferred),
+                ("fallbacks", ts.fallbacks),
+                ("solve_ms", ts.solve_ms_max),
+            ):
+                st.ticks[name].append(v)
+        if bar is not None:
+            bar.update(world)
+    if bar is not None:
+        bar.close()
+
+
+def _barred(world: World, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not world.barred:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    pairs = [(i, k) for i in idx.tolist() if i in world.barred for k in world.barred[i]]
+    if not pairs:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    a = np.array(pairs, np.int64)
+    return a[:, 0], a[:, 1]
+
+
+def _record(world: World, locations: LocationLog, last_rec: float, t: float, k: int) -> float:
+    """Driver positions at every ping interval up to t (the location history)."""
+    iv = world.sim.ping_interval_s
+    b = (math.floor(last_rec / iv) + 1) * iv if np.isfinite(last_rec) else 0.0
+    while b <= t:
+        world.advance(b, k)
+        keys = np.flatnonzero(world.status != 4)  # online drivers
+        lat, lng, hd, sp = world.position(keys, b)
+        locations.add(b, keys, lat, lng, hd, sp, world.status[keys])
+        last_rec = b
+        b += iv
+    return last_rec
+
+
+class _Bar:
+    """Progress on stderr: requests ended out of the total."""
+
+    def __init__(self, total: int, label: str):
+        from tqdm import tqdm
+
+        self.t = tqdm(total=total, desc=label, unit="req", leave=False, mininterval=0.5)
+        self.done = 0
+
+    def update(self, world: World) -> None:
+        ended = world.next_arrival - world.open
+        if ended - self.done >= 1000 or world.done():
+            self.t.update(ended - self.done)
+            self.done = ended
+
+    def close(self) -> None:
+        self.t.close()
+
+
+def _progress(cfg: RunConfig, world: World):
+    if cfg.quiet:
+        return None
+    return _Bar(len(world.r), cfg.label or cfg.sim.policy)
