@@ -1,4 +1,4 @@
-"""Importers of public trip data, on the real shared files and on crafted CSVs."""
+"""Importers of public trip data, on small copies of the real files (tests/data/README.md) and on crafted CSVs."""
 
 from __future__ import annotations
 
@@ -19,13 +19,12 @@ from matcher.io import trace
 from matcher.io.importers import IMPORTERS, import_nyc_uber_2014, import_tlc_yellow, local_to_utc, quarantine_path
 from matcher.io.schemas import REQUESTS
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-UBER = SHARED / "nyc-uber-2014"
-TLC = SHARED / "nyc-tlc-yellow-samples"
+DATA = Path(__file__).resolve().parent / "data"  # committed cuts of the real files (tests/data/README.md)
+UBER = DATA / "nyc-uber-2014"
+TLC = DATA / "nyc-tlc-yellow-samples"
 NY = ZoneInfo("America/New_York")
-
-needs_uber = pytest.mark.skipif(not UBER.is_dir(), reason=f"shared Uber 2014 data not found at {UBER}")
-needs_tlc = pytest.mark.skipif(not TLC.is_dir(), reason=f"shared TLC yellow samples not found at {TLC}")
+UBER_SAMPLE_ROWS = 12_478  # 9,978 rows of April (its first 1,000 and all of 4 April) + 5 x 500
+APRIL_SAMPLE_ROWS = 9_978
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -70,7 +69,6 @@ def test_local_to_utc_crafted_instants():
 # --------------------------------------------------------------------------- Uber 2014, real files
 
 
-@needs_uber
 def test_uber_all_six_months(tmp_path):
     files = sorted(UBER.glob("uber-raw-data-*14.csv.gz"))
     assert len(files) == 6
@@ -80,7 +78,7 @@ def test_uber_all_six_months(tmp_path):
             expected += sum(1 for _ in fh) - 1  # minus the header
     out = tmp_path / "uber.parquet"
     rep = import_nyc_uber_2014([str(f) for f in files], str(out))
-    assert expected == 393_210
+    assert expected == UBER_SAMPLE_ROWS
     assert rep.rows_read == expected and rep.rows_written == expected and rep.quarantined == {}
     assert not Path(quarantine_path(str(out))).exists()
     t = pq.read_table(out)
@@ -93,10 +91,9 @@ def test_uber_all_six_months(tmp_path):
     assert t.column("ride_type").unique().to_pylist() == ["uberx"]
     assert t.column("dropoff_lat").null_count == expected and t.column("trip_duration_s").null_count == expected
     text = str(rep)
-    assert "393,210" in text and "6 files" in text and "2014-04-01 04:00Z" in text
+    assert f"{UBER_SAMPLE_ROWS:,}" in text and "6 files" in text and "2014-04-01 04:11Z to 2014-09-01 23:35Z" in text
 
 
-@needs_uber
 def test_uber_first_row_and_stability(tmp_path):
     src = str(UBER / "uber-raw-data-apr14.csv.gz")
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
@@ -114,14 +111,13 @@ def test_uber_first_row_and_stability(tmp_path):
     assert len(rows) - distinct > 0 and ta.num_rows == len(rows)
 
 
-@needs_uber
 def test_uber_day_filter_matches_csv(tmp_path):
     src = UBER / "uber-raw-data-apr14.csv.gz"
     want = sum(1 for r in _csv_rows(src) if r["Date/Time"].startswith("2014/4/4 "))
     out = tmp_path / "day.parquet"
     rep = import_nyc_uber_2014([str(src)], str(out), day="2014-04-04")
     t = pq.read_table(out)
-    assert t.num_rows == want == rep.rows_written and rep.outside_day == 65_535 - want
+    assert t.num_rows == want == rep.rows_written and rep.outside_day == APRIL_SAMPLE_ROWS - want
     times = t.column("request_time").to_pylist()
     assert min(times) >= datetime(2014, 4, 4, 4, 0, tzinfo=UTC)
     assert max(times) < datetime(2014, 4, 5, 4, 0, tzinfo=UTC)
@@ -225,7 +221,6 @@ def _tlc_expected(path: Path) -> dict[str, int]:
     return counts
 
 
-@needs_tlc
 @pytest.mark.parametrize(
     "name,layout", [("yellow_tripdata_2015-01.head.csv.gz", "2015"), ("yellow_tripdata_2016-03.head.csv.gz", "2016")]
 )
@@ -254,7 +249,6 @@ def test_tlc_layouts(tmp_path, name, layout):
     assert valid.num_rows == t.num_rows and vq.num_rows == 0
 
 
-@needs_tlc
 def test_tlc_first_row_values(tmp_path):
     src = TLC / "yellow_tripdata_2015-01.head.csv.gz"
     row = _csv_rows(src)[0]
@@ -314,7 +308,6 @@ def test_tlc_not_a_tlc_file(tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 
-@needs_uber
 def test_cli_import(tmp_path, capsys):
     from matcher.cli import main
 
