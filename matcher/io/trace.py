@@ -1,8 +1,15 @@
-"""Traces on disk (docs/trace.md): open, check, stream, validate and write them.
+"""Traces on disk (docs/trace.md): stream, read and validate them.
+
+The work is split by job: :mod:`matcher.io.dataset` finds and opens the files
+(hive partitions included), :mod:`matcher.io.rows` normalizes and checks rows,
+:mod:`matcher.io.writers` writes Parquet atomically; this module streams a
+trace through them and is the public face of all four (their public names are
+re-exported here).
 
 A trace is a Parquet file or a folder of Parquet files read as one dataset
 (hidden files and files starting with ``_`` are skipped; files are read in
-sorted path order). Every reader here streams row group by row group and
+sorted path order; ``KEY=VALUE`` folders are hive partitions whose values are
+read as columns). Every reader here streams row group by row group and
 normalizes each slice to the exact Arrow schema of :mod:`matcher.io.schemas`
 (``REQUESTS`` / ``DRIVERS``; timestamps ``timestamp[ms, UTC]``, coordinates
 ``float64``, strings ``string``).
@@ -49,22 +56,32 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from matcher.config import RIDE_TYPES, VEHICLE_TYPES
-from matcher.errors import MatcherError, TraceError
-from matcher.io.atomic import temp_name
-from matcher.io.schemas import DRIVERS, DRIVERS_REQUIRED, QUARANTINE_BASE, REQUESTS, REQUESTS_REQUIRED, TS
+from matcher.errors import TraceError
+from matcher.io.atomic import short_error
+from matcher.io.dataset import check_schema, file_schema, open_dataset, open_parquet, partition_columns
+from matcher.io.rows import (
+    DRIVER_ROWS,
+    MAX_MS,
+    MIN_MS,
+    REQUEST_ROWS,
+    Kind,
+    Reasons,
+    empty_quarantine,
+    quarantine_table,
+)
+from matcher.io.writers import ROW_GROUP_ROWS, AtomicParquetWriter, concat_quarantine, write_quarantine, write_table
 
 __all__ = [
+    "MAX_MS",
+    "MIN_MS",
     "ROW_GROUP_ROWS",
     "AtomicParquetWriter",
     "ValidationReport",
@@ -82,413 +99,7 @@ __all__ = [
     "write_table",
 ]
 
-ROW_GROUP_ROWS = 128 * 1024
 DEFAULT_BATCH_ROWS = 65_536
-
-# Plausible instants (ms since the epoch): 1900-01-01 .. 2200-01-01 UTC.
-MIN_MS = -2_208_988_800_000
-MAX_MS = 7_258_118_400_000
-_UNIT_MS = {"s": 1000, "ms": 1, "us": 1 / 1000, "ns": 1 / 1_000_000}
-
-
-# --------------------------------------------------------------------------- opening
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    # Arrow repeats the path and a lot of context; keep the tail that says what is wrong.
-    for marker in (
-        "Parquet magic bytes",
-        "smaller than the minimum",
-        "Couldn't deserialize",
-        "No such file",
-        "is a directory",
-        "Permission denied",
-    ):
-        i = text.find(marker)
-        if i >= 0:
-            text = text[i:]
-            break
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _unreadable(path, exc: BaseException) -> TraceError:
-    return TraceError(f"{path}: not a readable Parquet trace ({_short(exc)})")
-
-
-def open_dataset(path) -> ds.FileSystemDataset:
-    """The Parquet file or folder of Parquet files at ``path`` as one dataset.
-
-    Every file's footer is read once here, so a non-Parquet or truncated file
-    anywhere in a folder is reported before any row is read.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise TraceError(f"{path}: not a readable Parquet trace (no such file or folder)")
-    try:
-        dataset = ds.dataset(path, format="parquet")
-    except (OSError, pa.ArrowException, ValueError) as e:
-        raise _unreadable(path, e) from None
-    files = sorted(dataset.files)
-    if not files:
-        raise TraceError(f"{path}: not a readable Parquet trace (no Parquet file in this folder)")
-    for f in files:
-        _parquet_file(dataset, f).close()
-    return dataset
-
-
-def _parquet_file(dataset: ds.FileSystemDataset, f: str) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(dataset.filesystem.open_input_file(f))
-    except (OSError, pa.ArrowException, ValueError) as e:
-        raise _unreadable(f, e) from None
-
-
-# --------------------------------------------------------------------------- schema
-
-
-def _base_type(t: pa.DataType) -> pa.DataType:
-    return t.value_type if pa.types.is_dictionary(t) else t
-
-
-def _is_stringish(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-
-
-def _is_number(t: pa.DataType) -> bool:
-    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)
-
-
-def _accepts(name: str, target: pa.DataType, actual: pa.DataType) -> bool:
-    actual = _base_type(actual)
-    if pa.types.is_null(actual):
-        return True
-    if pa.types.is_string(target):
-        return _is_stringish(actual) or (name.endswith("_id") and pa.types.is_integer(actual))
-    if pa.types.is_timestamp(target):
-        return pa.types.is_timestamp(actual)
-    if pa.types.is_floating(target):
-        return _is_number(actual) or (name == "trip_duration_s" and pa.types.is_duration(actual))
-    return actual == target
-
-
-def _expected(name: str, target: pa.DataType) -> str:
-    if pa.types.is_string(target):
-        return "a string" + (" or integer" if name.endswith("_id") else "")
-    if pa.types.is_timestamp(target):
-        return "a timestamp (any unit; naive = UTC)"
-    return "a number (float64)"
-
-
-_KIND_SCHEMA = {"requests": REQUESTS, "drivers": DRIVERS}
-
-
-def check_schema(schema: pa.Schema, required: Iterable[str], kind: str, path) -> None:
-    """Raise TraceError if ``schema`` lacks a required column or has a contract column of the wrong type.
-
-    ``kind`` is ``"requests"`` or ``"drivers"`` (which contract table); extra columns are ignored.
-    """
-    target = _KIND_SCHEMA[kind]
-    names = schema.names
-    for name in required:
-        if name not in names:
-            raise TraceError(
-                f"{path}: missing required column '{name}' ({kind} trace; has: {', '.join(names) or 'no column'})"
-            )
-    for f in target:
-        n = names.count(f.name)
-        if n == 0:
-            continue
-        if n > 1:
-            raise TraceError(f"{path}: column '{f.name}' appears {n} times")
-        actual = schema.field(f.name).type
-        if not _accepts(f.name, f.type, actual):
-            raise TraceError(f"{path}: column '{f.name}' has type {actual}, expected {_expected(f.name, f.type)}")
-
-
-# --------------------------------------------------------------------------- conversions
-
-
-def _np_mask(arr: pa.Array) -> np.ndarray:
-    """True where null."""
-    if arr.null_count == 0:
-        return np.zeros(len(arr), dtype=bool)
-    return np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _decode(arr: pa.Array) -> pa.Array:
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    return arr
-
-
-def _as_string(arr: pa.Array) -> pa.Array:
-    arr = _decode(arr)
-    if pa.types.is_null(arr.type):
-        return pa.nulls(len(arr), pa.string())
-    if pa.types.is_string(arr.type):
-        return arr
-    return arr.cast(pa.string())
-
-
-def _as_float(arr: pa.Array) -> np.ndarray:
-    """float64 values with NaN for nulls, plus nothing else: the caller checks nulls separately."""
-    arr = _decode(arr)
-    if pa.types.is_null(arr.type):
-        return np.full(len(arr), np.nan)
-    if pa.types.is_duration(arr.type):
-        scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[arr.type.unit]
-        return arr.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) * scale
-    if pa.types.is_float32(arr.type) or pa.types.is_float16(arr.type):
-        # via the shortest decimal text, so a float32 40.7 becomes 40.7 and not 40.70000076293945
-        arr = arr.cast(pa.float32()).cast(pa.string()).cast(pa.float64())
-    elif not pa.types.is_float64(arr.type):
-        arr = arr.cast(pa.float64(), safe=False)
-    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def _as_ms(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 ms since the epoch UTC, bad) for a timestamp array of any unit/tz; bad = outside 1900..2200."""
-    arr = _decode(arr)
-    n = len(arr)
-    if pa.types.is_null(arr.type):
-        return np.zeros(n, np.int64), np.zeros(n, bool)
-    raw = arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    unit = arr.type.unit
-    if unit == "s":
-        bad = (raw < MIN_MS // 1000) | (raw > MAX_MS // 1000)
-        ms = np.where(bad, 0, raw) * 1000
-    elif unit == "ms":
-        ms = raw
-        bad = (ms < MIN_MS) | (ms > MAX_MS)
-    else:
-        ms = np.floor_divide(raw, 1000 if unit == "us" else 1_000_000)
-        bad = (ms < MIN_MS) | (ms > MAX_MS)
-    return np.where(bad, 0, ms), bad
-
-
-def _stringify(arr: pa.Array) -> pa.Array:
-    """Any column as text, for the quarantine file (never raises)."""
-    try:
-        a = _decode(arr)
-        if pa.types.is_null(a.type):
-            return pa.nulls(len(a), pa.string())
-        return a.cast(pa.string())
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
-        pass
-    try:
-        if pa.types.is_temporal(arr.type):
-            return arr.cast(pa.int64()).cast(pa.string())
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
-        pass
-    try:
-        vals = arr.to_pylist()
-    except Exception:  # noqa: BLE001 - a value Python cannot represent: keep the row, lose the text
-        return pa.array(["<unprintable>"] * len(arr), pa.string())
-    out = []
-    for v in vals:
-        if v is None:
-            out.append(None)
-        elif isinstance(v, bytes):
-            out.append(v.decode("utf-8", "backslashreplace"))
-        else:
-            out.append(str(v))
-    return pa.array(out, pa.string())
-
-
-def quarantine_table(
-    source: str, rows: np.ndarray, reasons: list[str] | np.ndarray, original: pa.Table | None
-) -> pa.Table:
-    """QUARANTINE_BASE columns then ``original``'s columns as text (a name clashing with a base column gets ``_input``)."""
-    cols = [
-        pa.array([source] * len(rows), pa.string()),
-        pa.array(np.asarray(rows, np.int64), pa.int64()),
-        pa.array(list(reasons), pa.string()),
-    ]
-    names = list(QUARANTINE_BASE.names)
-    if original is not None:
-        for name, col in zip(original.column_names, original.columns):
-            new = name
-            while new in names:
-                new = f"{new}_input"
-            names.append(new)
-            cols.append(_stringify(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col))
-    return pa.table(cols, names=names)
-
-
-def empty_quarantine() -> pa.Table:
-    return QUARANTINE_BASE.empty_table()
-
-
-# --------------------------------------------------------------------------- row checks
-
-
-def _check_coords(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
-    """True where a present coordinate pair is unusable (NaN, inf, out of range)."""
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(lat) & np.isfinite(lng) & (np.abs(lat) <= 90.0) & (np.abs(lng) <= 180.0)
-    return ~ok
-
-
-def _norm_category(arr: pa.Array, allowed: tuple[str, ...], default: str) -> tuple[pa.Array, np.ndarray]:
-    """Trimmed, lower-cased category (null/empty -> default) and a mask of unknown values."""
-    s = _as_string(arr)
-    s = pc.utf8_lower(pc.utf8_trim_whitespace(s))
-    s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
-    s = s.fill_null(default)
-    unknown = np.asarray(
-        pc.invert(pc.is_in(s, value_set=pa.array(allowed, pa.string()))).to_numpy(zero_copy_only=False), dtype=bool
-    )
-    return s, unknown
-
-
-def _ids(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    s = _as_string(arr)
-    missing = _np_mask(s) | np.asarray(pc.fill_null(pc.equal(s, ""), True).to_numpy(zero_copy_only=False), dtype=bool)
-    return s, missing
-
-
-def _ts_array(ms: np.ndarray, null: np.ndarray) -> pa.Array:
-    return pa.array(ms, pa.int64(), mask=null).cast(TS)
-
-
-def _f64_array(v: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
-    return pa.array(v, pa.float64(), mask=null if null is not None and null.any() else None)
-
-
-class _Reasons:
-    """First failing reason per row: 0 = ok, k = reasons[k-1]."""
-
-    def __init__(self, n: int, names: tuple[str, ...]):
-        self.names = names
-        self.code = np.zeros(n, np.int16)
-
-    def flag(self, name: str, mask: np.ndarray) -> None:
-        k = self.names.index(name) + 1
-        self.code[(self.code == 0) & mask] = k
-
-    @property
-    def ok(self) -> np.ndarray:
-        return self.code == 0
-
-
-REQUEST_REASONS = (
-    "missing_request_id",
-    "missing_request_time",
-    "bad_request_time",
-    "missing_pickup_coordinate",
-    "bad_pickup_coordinate",
-    "bad_dropoff_coordinate",
-    "unknown_ride_type",
-    "bad_trip_duration",
-    "duplicate_request_id",
-)
-DRIVER_REASONS = (
-    "missing_driver_id",
-    "missing_coordinate",
-    "bad_coordinate",
-    "unknown_vehicle_type",
-    "bad_rating",
-    "bad_online_time",
-    "bad_shift",
-    "duplicate_driver_id",
-)
-
-
-def _col(t: pa.Table, name: str, n: int) -> pa.Array:
-    if name in t.column_names:
-        return t.column(name).combine_chunks()
-    return pa.nulls(n)
-
-
-def _check_requests(t: pa.Table) -> tuple[_Reasons, dict[str, pa.Array], np.ndarray]:
-    n = t.num_rows
-    r = _Reasons(n, REQUEST_REASONS)
-    rid, rid_missing = _ids(_col(t, "request_id", n))
-    r.flag("missing_request_id", rid_missing)
-    rt = _col(t, "request_time", n)
-    rt_null = _np_mask(rt)
-    r.flag("missing_request_time", rt_null)
-    ms, bad_t = _as_ms(rt)
-    r.flag("bad_request_time", bad_t & ~rt_null)
-    plat_a, plng_a = _col(t, "pickup_lat", n), _col(t, "pickup_lng", n)
-    r.flag("missing_pickup_coordinate", _np_mask(plat_a) | _np_mask(plng_a))
-    plat, plng = _as_float(plat_a), _as_float(plng_a)
-    r.flag("bad_pickup_coordinate", _check_coords(plat, plng))
-    dlat_a, dlng_a = _col(t, "dropoff_lat", n), _col(t, "dropoff_lng", n)
-    dlat_null, dlng_null = _np_mask(dlat_a), _np_mask(dlng_a)
-    dlat, dlng = _as_float(dlat_a), _as_float(dlng_a)
-    d_none = dlat_null & dlng_null
-    r.flag("bad_dropoff_coordinate", ~d_none & ((dlat_null != dlng_null) | _check_coords(dlat, dlng)))
-    ride, unknown = _norm_category(_col(t, "ride_type", n), RIDE_TYPES, "uberx")
-    r.flag("unknown_ride_type", unknown)
-    dur_a = _col(t, "trip_duration_s", n)
-    dur_null = _np_mask(dur_a)
-    dur = _as_float(dur_a)
-    with np.errstate(invalid="ignore"):
-        r.flag("bad_trip_duration", ~dur_null & ~(np.isfinite(dur) & (dur >= 0)))
-    out = {
-        "request_id": rid,
-        "request_time": _ts_array(ms, rt_null | bad_t),
-        "pickup_lat": _f64_array(plat),
-        "pickup_lng": _f64_array(plng),
-        "dropoff_lat": _f64_array(dlat, d_none),
-        "dropoff_lng": _f64_array(dlng, d_none),
-        "ride_type": ride,
-        "trip_duration_s": _f64_array(dur, dur_null),
-    }
-    return r, out, ms
-
-
-def _check_drivers(t: pa.Table) -> tuple[_Reasons, dict[str, pa.Array], np.ndarray]:
-    n = t.num_rows
-    r = _Reasons(n, DRIVER_REASONS)
-    did, did_missing = _ids(_col(t, "driver_id", n))
-    r.flag("missing_driver_id", did_missing)
-    lat_a, lng_a = _col(t, "lat", n), _col(t, "lng", n)
-    r.flag("missing_coordinate", _np_mask(lat_a) | _np_mask(lng_a))
-    lat, lng = _as_float(lat_a), _as_float(lng_a)
-    r.flag("bad_coordinate", _check_coords(lat, lng))
-    veh, unknown = _norm_category(_col(t, "vehicle_type", n), VEHICLE_TYPES, "uberx")
-    r.flag("unknown_vehicle_type", unknown)
-    rat_a = _col(t, "rating", n)
-    rat_null = _np_mask(rat_a)
-    rat = _as_float(rat_a)
-    with np.errstate(invalid="ignore"):
-        r.flag("bad_rating", ~rat_null & ~((rat >= 1.0) & (rat <= 5.0)))
-    of_a, ou_a = _col(t, "online_from", n), _col(t, "online_until", n)
-    of_null, ou_null = _np_mask(of_a), _np_mask(ou_a)
-    of_ms, of_bad = _as_ms(of_a)
-    ou_ms, ou_bad = _as_ms(ou_a)
-    r.flag("bad_online_time", (of_bad & ~of_null) | (ou_bad & ~ou_null))
-    r.flag("bad_shift", ~of_null & ~ou_null & (ou_ms < of_ms))
-    out = {
-        "driver_id": did,
-        "lat": _f64_array(lat),
-        "lng": _f64_array(lng),
-        "vehicle_type": veh,
-        "online_from": _ts_array(of_ms, of_null | of_bad),
-        "online_until": _ts_array(ou_ms, ou_null | ou_bad),
-        "rating": _f64_array(rat, rat_null),
-    }
-    return r, out, of_ms
-
-
-@dataclass(frozen=True)
-class _Kind:
-    name: str  # "requests" | "drivers"
-    noun: str
-    schema: pa.Schema
-    required: tuple[str, ...]
-    id_col: str
-    dup_reason: str
-    check: Callable[[pa.Table], tuple[_Reasons, dict, np.ndarray]]
-
-
-_REQUESTS = _Kind(
-    "requests", "request", REQUESTS, REQUESTS_REQUIRED, "request_id", "duplicate_request_id", _check_requests
-)
-_DRIVERS = _Kind("drivers", "driver", DRIVERS, DRIVERS_REQUIRED, "driver_id", "duplicate_driver_id", _check_drivers)
 
 
 # --------------------------------------------------------------------------- streaming
@@ -538,68 +149,108 @@ def _dedupe(ids: pa.Array, ok: np.ndarray, seen: set) -> np.ndarray:
     return dup
 
 
+class _File:
+    """One file of a trace, read row group by row group with its partition columns appended.
+
+    Only the contract columns are read for the row checks; every original column
+    (:meth:`original`) only for a row group that has a row to quarantine.
+    """
+
+    def __init__(self, kind: Kind, f: str, parts: tuple[tuple[str, str | None], ...]):
+        self.kind, self.f, self.parts = kind, f, parts
+        self.pf: pq.ParquetFile = open_parquet(f)
+        names = self.pf.schema_arrow.names
+        self.wanted = [c for c in kind.schema.names if c in names]
+        self.all_names = len(self.wanted) == len(names)
+        self._rg = -1
+        self._full: pa.Table | None = None
+
+    def _read(self, rg: int, columns: list[str] | None) -> pa.Table:
+        try:
+            t = self.pf.read_row_group(rg, columns=columns)
+        except (OSError, pa.ArrowException, ValueError) as e:
+            raise TraceError(f"{self.f}: not a readable Parquet trace ({short_error(e)})") from None
+        for name, col in partition_columns(self.parts, t.num_rows, self.kind.schema, self.f).items():
+            t = t.append_column(name, col)
+        return t
+
+    def row_groups(self) -> Iterator[pa.Table]:
+        for rg in range(self.pf.metadata.num_row_groups):
+            self._rg, self._full = rg, None
+            yield self._read(rg, self.wanted)
+
+    def original(self, current: pa.Table) -> pa.Table:
+        """Every column of the current row group (``current`` itself if it already holds them all)."""
+        if self.all_names:
+            return current
+        if self._full is None:
+            self._full = self._read(self._rg, None)
+        return self._full
+
+    def close(self) -> None:
+        self.pf.close()
+
+
+def _open_checked(kind: Kind, path) -> list[tuple[str, tuple]]:
+    """(file, partition values) of every file of the trace, each checked against the contract's columns."""
+    tf = open_dataset(path)
+    for f, parts in zip(tf.files, tf.partitions):
+        with open_parquet(f) as pf:
+            check_schema(file_schema(pf, parts, f), kind.required, kind.name, f, partition_keys=tf.keys)
+    return list(zip(tf.files, tf.partitions))
+
+
+def _check_slice(kind: Kind, part: pa.Table, seen: set) -> tuple[Reasons, dict[str, pa.Array], np.ndarray]:
+    """The row checks of one slice, duplicates of earlier ids included."""
+    reasons, out, times = kind.check(part)
+    reasons.flag(kind.dup_reason, _dedupe(out[kind.id_col], reasons.ok, seen))
+    return reasons, out, times
+
+
+def _quarantined(kind: Kind, reasons: Reasons, rows: np.ndarray, original: pa.Table) -> tuple[list[str], pa.Table]:
+    """The reasons of a slice's bad rows and their quarantine table (``original``: the slice, every column)."""
+    bad = np.flatnonzero(~reasons.ok)
+    names = [reasons.names[c - 1] for c in reasons.code[bad]]
+    return names, quarantine_table(kind.name, rows[bad], names, original.take(pa.array(bad)))
+
+
+def _valid_batch(kind: Kind, out: dict[str, pa.Array], good: np.ndarray) -> pa.RecordBatch:
+    take = pa.array(good)
+    return pa.RecordBatch.from_arrays([out[c].take(take) for c in kind.schema.names], schema=kind.schema)
+
+
 def _scan(
-    kind: _Kind, path, batch_rows: int, on_quarantine: Callable[[pa.Table], None] | None, stats: _Stats
+    kind: Kind, path, batch_rows: int, on_quarantine: Callable[[pa.Table], None] | None, stats: _Stats
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """Valid normalized batches with their input row numbers, in input order."""
+    """Valid normalized batches with their input row numbers, in input order (files, row groups, slices)."""
     if batch_rows <= 0:
         raise ValueError("batch_rows must be > 0")
-    dataset = open_dataset(path)
-    files = sorted(dataset.files)
-    for f in files:
-        with _parquet_file(dataset, f) as pf:
-            check_schema(pf.schema_arrow, kind.required, kind.name, f)
+    files = _open_checked(kind, path)
     stats.files = len(files)
-    wanted = [fld.name for fld in kind.schema]
     seen: set = set()
     row0 = 0
-    for f in files:
-        pf = _parquet_file(dataset, f)
+    for f, parts in files:
+        src = _File(kind, f, parts)
         try:
-            names = pf.schema_arrow.names
-            present = [c for c in wanted if c in names]
-            extras = [c for c in names if c not in present]  # read only if a row is quarantined
-            for rg in range(pf.metadata.num_row_groups):
-                try:
-                    t = pf.read_row_group(rg, columns=present)
-                except (OSError, pa.ArrowException, ValueError) as e:
-                    raise _unreadable(f, e) from None
-                full: pa.Table | None = None
+            for t in src.row_groups():
                 for off in range(0, t.num_rows, batch_rows):
                     part = t.slice(off, batch_rows)
-                    n = part.num_rows
-                    reasons, out, times = kind.check(part)
-                    dup = _dedupe(out[kind.id_col], reasons.ok, seen)
-                    reasons.flag(kind.dup_reason, dup)
-                    ok = reasons.ok
-                    rows = np.arange(row0 + off, row0 + off + n, dtype=np.int64)
-                    stats.rows += n
-                    bad = np.flatnonzero(~ok)
-                    if len(bad):
-                        names_bad = [reasons.names[c - 1] for c in reasons.code[bad]]
-                        stats.quarantined.update(names_bad)
+                    reasons, out, times = _check_slice(kind, part, seen)
+                    rows = np.arange(row0 + off, row0 + off + part.num_rows, dtype=np.int64)
+                    stats.rows += part.num_rows
+                    if not reasons.ok.all():
+                        names, q = _quarantined(kind, reasons, rows, src.original(t).slice(off, part.num_rows))
+                        stats.quarantined.update(names)
                         if on_quarantine is not None:
-                            if full is None:  # every original column, only for row groups with a bad row
-                                if extras:
-                                    try:
-                                        full = pf.read_row_group(rg)
-                                    except (OSError, pa.ArrowException, ValueError) as e:
-                                        raise _unreadable(f, e) from None
-                                else:
-                                    full = t
-                            orig = full.slice(off, n).take(pa.array(bad))
-                            on_quarantine(quarantine_table(kind.name, rows[bad], names_bad, orig))
-                    good = np.flatnonzero(ok)
-                    if not len(good):
-                        continue
-                    take = pa.array(good)
-                    batch = pa.RecordBatch.from_arrays([out[c].take(take) for c in wanted], schema=kind.schema)
-                    stats.valid += len(good)
-                    stats.times(times[good])
-                    yield batch, rows[good]
+                            on_quarantine(q)
+                    good = np.flatnonzero(reasons.ok)
+                    if len(good):
+                        stats.valid += len(good)
+                        stats.times(times[good])
+                        yield _valid_batch(kind, out, good), rows[good]
                 row0 += t.num_rows
         finally:
-            pf.close()
+            src.close()
     if stats.valid == 0:
         why = "0 rows" if stats.rows == 0 else f"all {stats.rows} rows quarantined: " + _reason_text(stats.quarantined)
         raise TraceError(f"{path}: holds no {kind.noun} ({why})")
@@ -623,7 +274,7 @@ def iter_requests(
     one pa.Table per slice) when given. Raises TraceError up front for an unusable file and at the
     end if no row was valid.
     """
-    for batch, _rows in _scan(_REQUESTS, path, batch_rows, _collector(quarantine), _Stats()):
+    for batch, _rows in _scan(REQUEST_ROWS, path, batch_rows, _collector(quarantine), _Stats()):
         yield batch
 
 
@@ -631,20 +282,11 @@ def iter_drivers(
     path, batch_rows: int = DEFAULT_BATCH_ROWS, quarantine: list | None = None
 ) -> Iterator[pa.RecordBatch]:
     """As :func:`iter_requests`, for a driver file (schema DRIVERS)."""
-    for batch, _rows in _scan(_DRIVERS, path, batch_rows, _collector(quarantine), _Stats()):
+    for batch, _rows in _scan(DRIVER_ROWS, path, batch_rows, _collector(quarantine), _Stats()):
         yield batch
 
 
-def concat_quarantine(tables: list[pa.Table]) -> pa.Table:
-    """One quarantine table from pieces with possibly different original columns (missing ones are null)."""
-    tables = [t for t in tables if t is not None]
-    if not tables:
-        return empty_quarantine()
-    out = pa.concat_tables(tables, promote_options="permissive")
-    return out
-
-
-def _read(kind: _Kind, path, sort: bool) -> tuple[pa.Table, pa.Table]:
+def _read(kind: Kind, path, sort: bool) -> tuple[pa.Table, pa.Table]:
     q: list[pa.Table] = []
     batches, rows = [], []
     for b, r in _scan(kind, path, DEFAULT_BATCH_ROWS * 4, q.append, _Stats()):
@@ -659,136 +301,12 @@ def _read(kind: _Kind, path, sort: bool) -> tuple[pa.Table, pa.Table]:
 
 def read_requests(path) -> tuple[pa.Table, pa.Table]:
     """(valid requests sorted by (request_time, input row), quarantined rows) of a trace."""
-    return _read(_REQUESTS, path, sort=True)
+    return _read(REQUEST_ROWS, path, sort=True)
 
 
 def read_drivers(path) -> tuple[pa.Table, pa.Table]:
     """(valid drivers in input order, quarantined rows) of a driver file."""
-    return _read(_DRIVERS, path, sort=False)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _conform(table: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
-    if isinstance(table, pa.RecordBatch):
-        table = pa.Table.from_batches([table])
-    n = table.num_rows
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            if col.type != f.type:
-                col = col.cast(f.type)
-        elif f.nullable:
-            col = pa.nulls(n, f.type)
-        else:
-            raise ValueError(f"table lacks required column {f.name!r}")
-        cols.append(col)
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-class AtomicParquetWriter:
-    """Streams tables into ``path`` (zstd, row groups of ``row_group_rows``) via a hidden temporary
-    file in the same folder, renamed into place on :meth:`close`. On error (or :meth:`abort`) the
-    temporary file is removed and ``path`` is left untouched: never a partial file at ``path``.
-    """
-
-    def __init__(self, path, schema: pa.Schema, row_group_rows: int = ROW_GROUP_ROWS, compression: str = "zstd"):
-        self.path = os.fspath(path)
-        self.schema = schema
-        self.row_group_rows = row_group_rows
-        folder = os.path.dirname(os.path.abspath(self.path))
-        self.tmp = os.fspath(temp_name(self.path))
-        try:
-            if os.path.isdir(self.path):
-                raise IsADirectoryError(f"{self.path} is a folder")
-            os.makedirs(folder, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression)
-        except (OSError, pa.ArrowException) as e:
-            raise MatcherError(f"{self.path}: cannot write ({_short(e)})") from None
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
-        self.rows = 0
-        self._done = False
-
-    def write(self, table: pa.Table | pa.RecordBatch) -> None:
-        t = _conform(table, self.schema)
-        if not t.num_rows:
-            return
-        self._pending.append(t)
-        self._pending_rows += t.num_rows
-        self.rows += t.num_rows
-        if self._pending_rows >= self.row_group_rows:
-            self._flush(final=False)
-
-    def _flush(self, final: bool) -> None:
-        if not self._pending:
-            return
-        t = pa.concat_tables(self._pending)
-        full = (t.num_rows // self.row_group_rows) * self.row_group_rows
-        cut = t.num_rows if final else full
-        if cut:
-            self._writer.write_table(t.slice(0, cut), row_group_size=self.row_group_rows)
-        rest = t.slice(cut)
-        self._pending = [rest] if rest.num_rows else []
-        self._pending_rows = rest.num_rows
-
-    def close(self) -> str:
-        if self._done:
-            return self.path
-        try:
-            self._flush(final=True)
-            self._writer.close()
-            with open(self.tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._done = True
-        return self.path
-
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            self._writer.close()
-        except Exception:  # noqa: BLE001 - already failing; the temp file goes anyway
-            pass
-        try:
-            os.remove(self.tmp)
-        except FileNotFoundError:
-            pass
-
-    def __enter__(self) -> AtomicParquetWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_table(table: pa.Table, path, schema: pa.Schema | None = None) -> str:
-    """Write ``table`` (conformed to ``schema`` when given) atomically to ``path``: zstd, ~128k-row row groups."""
-    schema = schema if schema is not None else table.schema
-    with AtomicParquetWriter(path, schema) as w:
-        w.write(table)  # an empty table gives a valid file with the schema and no row group
-    return os.fspath(path)
-
-
-def write_quarantine(tables: list[pa.Table], path) -> str:
-    """Write the quarantined rows (pieces from any readers) to ``path`` atomically; an empty file when none."""
-    t = concat_quarantine(list(tables))
-    for f in QUARANTINE_BASE:
-        if f.name not in t.column_names:
-            t = t.append_column(f, pa.nulls(t.num_rows, f.type))
-    names = list(QUARANTINE_BASE.names) + [n for n in t.column_names if n not in QUARANTINE_BASE.names]
-    t = t.select(names)
-    return write_table(t, path, t.schema)
+    return _read(DRIVER_ROWS, path, sort=False)
 
 
 # --------------------------------------------------------------------------- validate
@@ -850,7 +368,7 @@ class ValidationReport:
         return text
 
 
-def _validate_one(kind: _Kind, path) -> ValidationReport:
+def _validate_one(kind: Kind, path) -> ValidationReport:
     stats = _Stats()
     rep = ValidationReport(path=os.fspath(path), kind=kind.name)
     try:
@@ -860,15 +378,15 @@ def _validate_one(kind: _Kind, path) -> ValidationReport:
         rep.ok, rep.error = False, str(e)
     rep.files, rep.rows, rep.valid = stats.files, stats.rows, stats.valid
     rep.quarantined = dict(sorted(stats.quarantined.items()))
-    if kind is _REQUESTS:
+    if kind is REQUEST_ROWS:
         rep.first, rep.last, rep.sorted = _fmt_ms(stats.first_ms), _fmt_ms(stats.last_ms), stats.sorted
     return rep
 
 
 def validate(trace, drivers=None) -> ValidationReport:
     """Check a trace (and optionally a driver file) without replaying it; never raises for a bad file."""
-    rep = _validate_one(_REQUESTS, trace)
+    rep = _validate_one(REQUEST_ROWS, trace)
     if drivers is not None:
-        rep.drivers = _validate_one(_DRIVERS, drivers)
+        rep.drivers = _validate_one(DRIVER_ROWS, drivers)
         rep.ok = rep.ok and rep.drivers.ok
     return rep
