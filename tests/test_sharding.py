@@ -635,7 +635,8 @@ def test_empty_and_scalar_inputs():
 
 
 def test_cache_resets_and_chunking_give_the_same_answers(monkeypatch):
-    import matcher.dist.sharding as sh
+    import matcher.dist.halo as halo_mod
+    import matcher.dist.regions as regions_mod
 
     rng = np.random.default_rng(15)
     lat = np.concatenate([40.75 + rng.normal(0, 0.3, 3000), rng.uniform(89.95, 90.0, 20)])
@@ -643,9 +644,9 @@ def test_cache_resets_and_chunking_give_the_same_answers(monkeypatch):
     ref = RegionMap(range(10))
     ref.split("dr5r")
     want = [ref.memberships(lat, lng), ref.memberships(lat, lng, tight=True), ref.route_requests(lat, lng)]
-    monkeypatch.setattr(sh, "_REGION_CACHE_MAX", 3)
-    monkeypatch.setattr(sh, "_HALO_CACHE_MAX", 50)
-    monkeypatch.setattr(sh, "_BLOCK_CHUNK", 1000)
+    monkeypatch.setattr(regions_mod, "_REGION_CACHE_MAX", 3)
+    monkeypatch.setattr(halo_mod, "_HALO_CACHE_MAX", 50)
+    monkeypatch.setattr(halo_mod, "_BLOCK_CHUNK", 1000)
     m = RegionMap(range(10))
     m.split("dr5r")
     for part in (slice(0, 100), slice(50, 2000), slice(None)):  # partly cached calls
