@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from matcher.config import MatchConfig, ShardConfig
-from matcher.core.shard import Matches, ShardState, TickInput, solve_deferred
+from matcher.core.shard import Matches, ShardState, TickInput
+from matcher.dist.coordinator import merge_outputs
 from matcher.dist.sharding import RegionMap, is_shared
 
 from .common import (
@@ -52,14 +53,9 @@ def _sharded(rmap: RegionMap, n_shards: int, pings, reqs):
         p.owned = owner[sel] == s
         p.shared = shared[sel]
         outs.append(ShardState(s, CFG).tick(TickInput(1, NOW, p, NO_DROPS, reqs.take(np.flatnonzero(req_shard == s)))))
-    dreq = np.concatenate([o.deferred_req for o in outs])
-    deferred = Matches.concat([o.deferred for o in outs])
-    srt = np.argsort(reqs.idx)
-    wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
-    dm = solve_deferred(deferred, dreq, wait, "batch", CFG)
-    local = Matches.concat([o.matches for o in outs])
+    merged = merge_outputs(outs, reqs, owner, "batch", CFG)
     per_shard = [o.pending for o in outs]
-    return Matches.concat([local, dm]), len(dreq), float(shared.mean()), per_shard
+    return merged.matches, merged.deferred, float(shared.mean()), per_shard
 
 
 def _totals(m: Matches, reqs):

@@ -14,18 +14,43 @@ Guarantees (with the shard's, see :mod:`matcher.core.shard`):
 - a driver is offered by exactly one shard per tick, and the merged result has
   the objective of one global solve.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
-from matcher.dist.backend import ShardBackend
-from matcher.core.candidates import RequestBatch
 from matcher.config import MatchConfig, ShardConfig
+from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.shard import Matches, TickInput, TickOutput, solve_deferred
-from matcher.dist.sharding import popcount64
+from matcher.dist.backend import ShardBackend
+from matcher.dist.ring import popcount64
+
+I32Array = npt.NDArray[np.int32]
+U64Array = npt.NDArray[np.uint64]
+
+
+class Router(Protocol):
+    """Where drivers and requests go. ``version`` changes whenever any answer may change."""
+
+    @property
+    def version(self) -> int: ...
+
+    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
+        """(owner shard, membership mask) of drivers at (lat, lng)."""
+        ...
+
+    def route_requests(self, lat: Any, lng: Any) -> I32Array:
+        """Shard of each request (the owner of its pickup point)."""
+        ...
+
+    def observe(self, lat: Any, lng: Any) -> None:
+        """The pending pickups of a tick (the load that may move regions)."""
+        ...
 
 
 class SingleRouter:
@@ -33,19 +58,22 @@ class SingleRouter:
 
     version = 0
 
-    def memberships(self, lat, lng):
+    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
         n = len(lat)
         return np.zeros(n, np.int32), np.ones(n, np.uint64)
 
-    def route_requests(self, lat, lng):
+    def route_requests(self, lat: Any, lng: Any) -> I32Array:
         return np.zeros(len(lat), np.int32)
+
+    def observe(self, lat: Any, lng: Any) -> None:
+        return None
 
 
 class GeoRouter:
     """Geohash regions on a consistent-hash ring (:class:`matcher.dist.sharding.RegionMap`),
     with hot regions split when their smoothed load passes ``hot_split_load``."""
 
-    def __init__(self, shard: ShardConfig, match: MatchConfig):
+    def __init__(self, shard: ShardConfig, match: MatchConfig) -> None:
         from matcher.dist.sharding import RegionMap
 
         self.map = RegionMap.from_config(shard, radius_m=match.radius_m)
@@ -56,13 +84,13 @@ class GeoRouter:
     def version(self) -> int:
         return self.map.version
 
-    def memberships(self, lat, lng):
+    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
         return self.map.memberships(lat, lng, tight=True)
 
-    def route_requests(self, lat, lng):
+    def route_requests(self, lat: Any, lng: Any) -> I32Array:
         return self.map.route_requests(lat, lng)
 
-    def observe(self, lat, lng) -> None:
+    def observe(self, lat: Any, lng: Any) -> None:
         """Pending requests of a tick: smoothed per-region load drives splits and merges."""
         if self.split_at <= 0:
             return
@@ -72,8 +100,39 @@ class GeoRouter:
         self.map.rebalance(self.load, self.split_at, self.split_at / 4)
 
 
-def make_router(shard: ShardConfig, match: MatchConfig):
+def make_router(shard: ShardConfig, match: MatchConfig) -> Router:
     return SingleRouter() if shard.shards == 1 else GeoRouter(shard, match)
+
+
+@dataclass
+class Merged:
+    """The shards' outputs of one tick merged into one answer."""
+
+    matches: Matches
+    shard_of: I32Array  # the shard that made each match
+    deferred: int  # border requests (solved together, not on their shard)
+
+
+def merge_outputs(
+    outs: list[TickOutput], reqs: RequestBatch, owner: I32Array, policy: str, match: MatchConfig
+) -> Merged:
+    """THE merge step of shard outputs (coordinator, tests and bench all use it).
+
+    The shards' local matches are kept as they are; the border components they
+    deferred are solved together (:func:`matcher.core.shard.solve_deferred`) and
+    offered through the driver's owning shard (`owner`, by driver key).
+    """
+    local = Matches.concat([o.matches for o in outs])
+    local_shard = np.concatenate([np.full(len(o.matches), o.shard, np.int32) for o in outs] or [np.empty(0, np.int32)])
+    dreq = np.concatenate([o.deferred_req for o in outs] or [np.empty(0, np.int64)])
+    if len(dreq):
+        srt = np.argsort(reqs.idx)
+        wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
+        dm = solve_deferred(Matches.concat([o.deferred for o in outs]), dreq, wait, policy, match)
+    else:
+        dm = Matches.empty()
+    shard_of = np.concatenate([local_shard, owner[dm.key]]).astype(np.int32)
+    return Merged(Matches.concat([local, dm]), shard_of, len(dreq))
 
 
 @dataclass
@@ -87,7 +146,9 @@ class TickStats:
 
 
 class Coordinator:
-    def __init__(self, backend: ShardBackend, router, n_drivers: int, match: MatchConfig, shard: ShardConfig):
+    def __init__(
+        self, backend: ShardBackend, router: Router, n_drivers: int, match: MatchConfig, shard: ShardConfig
+    ) -> None:
         self.backend, self.router = backend, router
         self.k = backend.n_shards
         self.match, self.shard_cfg = match, shard
@@ -113,7 +174,7 @@ class Coordinator:
         self.failures.append((tick, f"{type(error).__name__}: {error}"))
         self._version = -1
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["backend"] = None  # shards are rebuilt, never pickled
         return d
@@ -124,14 +185,18 @@ class Coordinator:
         p = self.latest.take(sel)
         p.owned = self.owner[sel] == s
         p.shared = popcount64(self.member[sel]) > 1
-        return TickInput(inp.tick, inp.now, p, np.empty(0, np.int64), inp.requests, inp.policy, inp.budget_ms, reset=True)
+        return TickInput(
+            inp.tick, inp.now, p, np.empty(0, np.int64), inp.requests, inp.policy, inp.budget_ms, reset=True
+        )
 
     def _remember(self, p: Pings) -> None:
         for f in fields(Pings):
             getattr(self.latest, f.name)[p.key] = getattr(p, f.name)
         self.known[p.key] = True
 
-    def tick(self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: str) -> tuple[Matches, np.ndarray, TickStats]:
+    def tick(
+        self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: str
+    ) -> tuple[Matches, I32Array, TickStats]:
         """One tick on all shards. Returns (matches, offering shard per match, stats)."""
         self._remember(pings)
         force = self.router.version != self._version
@@ -156,8 +221,19 @@ class Coordinator:
             p.owned = owner[sel] == s
             p.shared = shared[sel]
             gone = keys[((old & bit) != 0) & ((mask & bit) == 0)]
-            inputs.append(TickInput(tick, now, p, gone, reqs.take(np.flatnonzero(req_shard == s)), policy,
-                                    self.shard_cfg.solve_budget_ms, reset=force, expect_state=self.started[s]))
+            inputs.append(
+                TickInput(
+                    tick,
+                    now,
+                    p,
+                    gone,
+                    reqs.take(np.flatnonzero(req_shard == s)),
+                    policy,
+                    self.shard_cfg.solve_budget_ms,
+                    reset=force,
+                    expect_state=self.started[s],
+                )
+            )
         outs: list[TickOutput] = self.backend.tick(inputs)
         lost = [o.shard for o in outs if o.restarted]
         while lost:
@@ -175,32 +251,31 @@ class Coordinator:
         for o in outs:
             for r, c in o.ping_refusals.items():
                 self.refusals[r] = self.refusals.get(r, 0) + c
-        local = Matches.concat([o.matches for o in outs])
-        local_shard = np.concatenate([np.full(len(o.matches), o.shard, np.int32) for o in outs])
-        dreq = np.concatenate([o.deferred_req for o in outs])
-        if len(dreq):
-            srt = np.argsort(reqs.idx)
-            wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
-            dm = solve_deferred(Matches.concat([o.deferred for o in outs]), dreq, wait, policy, self.match)
-        else:
-            dm = Matches.empty()
-        # a deferred match is offered through the driver's owning shard
-        matches = Matches.concat([local, dm])
-        shard_of = np.concatenate([local_shard, self.owner[dm.key]])
-        if hasattr(self.router, "observe") and len(reqs):
+        merged = merge_outputs(outs, reqs, self.owner, policy, self.match)
+        if len(reqs):
             self.router.observe(reqs.lat, reqs.lng)
         stats = TickStats(
-            pending=len(reqs), matched=len(matches), deferred=len(dreq),
-            fallbacks=sum(o.fallback for o in outs), solve_ms_max=max((o.solve_ms for o in outs), default=0.0),
+            pending=len(reqs),
+            matched=len(merged.matches),
+            deferred=merged.deferred,
+            fallbacks=sum(o.fallback for o in outs),
+            solve_ms_max=max((o.solve_ms for o in outs), default=0.0),
             refused_pings=sum(sum(o.ping_refusals.values()) for o in outs),
         )
-        return matches, shard_of, stats
+        return merged.matches, merged.shard_of, stats
 
 
 def _empty_reports(n: int) -> Pings:
     return Pings(
-        key=np.arange(n, dtype=np.int64), lat=np.zeros(n), lng=np.zeros(n), heading=np.zeros(n, np.float32),
-        speed=np.zeros(n, np.float32), status=np.zeros(n, np.int8), vehicle=np.zeros(n, np.int8),
-        rating=np.zeros(n, np.float32), ts=np.full(n, -np.inf), owned=np.ones(n, bool), shared=np.zeros(n, bool),
+        key=np.arange(n, dtype=np.int64),
+        lat=np.zeros(n),
+        lng=np.zeros(n),
+        heading=np.zeros(n, np.float32),
+        speed=np.zeros(n, np.float32),
+        status=np.zeros(n, np.int8),
+        vehicle=np.zeros(n, np.int8),
+        rating=np.zeros(n, np.float32),
+        ts=np.full(n, -np.inf),
+        owned=np.ones(n, bool),
+        shared=np.zeros(n, bool),
     )
-
