@@ -13,37 +13,40 @@ and no request is forced onto a driver that costs more than waiting.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 
+from matcher.core.arrays import ArrayLike, F64Array, I64Array
+
 
 @dataclass
 class Edges:
-    req: np.ndarray  # int64, request index 0..n_req-1
-    col: np.ndarray  # int64, driver column (any non-negative ids)
-    cost: np.ndarray  # float64, seconds
+    req: I64Array  # request index 0..n_req-1
+    col: I64Array  # driver column (any non-negative ids)
+    cost: F64Array  # seconds
 
     def __len__(self) -> int:
         return len(self.req)
 
-    def take(self, idx) -> Edges:
+    def take(self, idx: Any) -> Edges:
         return Edges(self.req[idx], self.col[idx], self.cost[idx])
 
 
-def unmatched_penalty(wait_s: np.ndarray, base_s: float, per_wait: float) -> np.ndarray:
+def unmatched_penalty(wait_s: ArrayLike, base_s: float, per_wait: float) -> F64Array:
     """Cost of leaving a request unmatched this tick; grows with how long it has waited."""
     return base_s + per_wait * np.asarray(wait_s, np.float64)
 
 
-def total_cost(assigned_cost: np.ndarray, matched: np.ndarray, penalty: np.ndarray) -> float:
+def total_cost(assigned_cost: F64Array, matched: I64Array, penalty: F64Array) -> float:
     """The objective: cost of each match plus the penalty of each unmatched request."""
     return float(np.where(matched >= 0, assigned_cost, penalty).sum())
 
 
-def _compact(edges: Edges):
+def _compact(edges: Edges) -> tuple[I64Array, I64Array]:
     """(sorted distinct columns, each edge's index into them), as ``np.unique(return_inverse=True)``."""
     col = edges.col
     if len(col) == 0:
@@ -61,8 +64,8 @@ def _compact(edges: Edges):
 
 
 def solve_batch(
-    n_req: int, edges: Edges, penalty: np.ndarray, dense_max_cells: int = 40_000, side: str = "auto"
-) -> tuple[np.ndarray, np.ndarray]:
+    n_req: int, edges: Edges, penalty: ArrayLike, dense_max_cells: int = 40_000, side: str = "auto"
+) -> tuple[I64Array, F64Array]:
     """Min-cost assignment. Returns (driver column per request or -1, its edge cost or nan).
 
     Uses dense ``linear_sum_assignment`` on the compact matrix when it has at
@@ -122,7 +125,7 @@ def solve_batch(
     return out, cost_out
 
 
-def solve_greedy(n_req: int, edges: Edges, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def solve_greedy(n_req: int, edges: Edges, order: I64Array | None = None) -> tuple[I64Array, F64Array]:
     """First come, first served: in ``order`` (default 0..n-1), each request takes its
     cheapest driver not yet taken. Ties go to the lower column id (deterministic)."""
     out = np.full(n_req, -1, np.int64)
@@ -151,7 +154,7 @@ def solve_greedy(n_req: int, edges: Edges, order: np.ndarray | None = None) -> t
     return out, cost_out
 
 
-def components(n_req: int, edges: Edges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def components(n_req: int, edges: Edges) -> tuple[I64Array, I64Array, I64Array]:
     """Connected components of the request/driver candidate graph.
 
     Returns (component of each request, the driver columns, component of each

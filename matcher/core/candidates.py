@@ -10,13 +10,16 @@ antimeridian included (measured faster than geohash cell buckets: see bench/).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from matcher.config import RIDE_TYPES, VEHICLE_TYPES, MatchConfig
 from matcher.core import geo
+from matcher.core.arrays import BoolArray, F64Array, I8Array, I64Array
 from matcher.core.cost import EtaModel
 from matcher.core.driver_table import DriverTable
 
@@ -27,18 +30,18 @@ _BIG = np.int64(1) << 40  # packs (request position, driver key) into one int64
 class RequestBatch:
     """Pending (searching) requests handed to a solver, columnar."""
 
-    idx: np.ndarray  # int64: the run's request index (stable across ticks)
-    lat: np.ndarray
-    lng: np.ndarray
-    ride_type: np.ndarray  # int8 index into RIDE_TYPES
-    wait_s: np.ndarray  # seconds since the request was made
-    barred_req: np.ndarray  # int64 request idx ...
-    barred_key: np.ndarray  # ... int64 driver key it must not be offered again
+    idx: I64Array  # the run's request index (stable across ticks)
+    lat: F64Array
+    lng: F64Array
+    ride_type: I8Array  # index into RIDE_TYPES
+    wait_s: F64Array  # seconds since the request was made
+    barred_req: I64Array  # request idx ...
+    barred_key: I64Array  # ... driver key it must not be offered again
 
     def __len__(self) -> int:
         return len(self.idx)
 
-    def take(self, sel) -> RequestBatch:
+    def take(self, sel: Any) -> RequestBatch:
         sel = np.asarray(sel)
         keep = np.isin(self.barred_req, self.idx[sel])
         return RequestBatch(
@@ -65,16 +68,16 @@ class RequestBatch:
 
 @dataclass
 class CandidateEdges:
-    req: np.ndarray  # int64 position in the RequestBatch
-    row: np.ndarray  # int64 driver row in the DriverTable
-    cost: np.ndarray  # float64 pickup ETA, s
-    dist: np.ndarray  # float64 great-circle metres
+    req: I64Array  # position in the RequestBatch
+    row: I64Array  # driver row in the DriverTable
+    cost: F64Array  # pickup ETA, s
+    dist: F64Array  # great-circle metres
 
     def __len__(self) -> int:
         return len(self.req)
 
 
-def compat_matrix(compat) -> np.ndarray:
+def compat_matrix(compat: Iterable[tuple[str, Iterable[str]]]) -> BoolArray:
     """bool[ride type, vehicle type]: may this vehicle serve this ride type."""
     m = np.zeros((len(RIDE_TYPES), len(VEHICLE_TYPES)), bool)
     for ride, vehicles in compat:
@@ -148,7 +151,10 @@ def find_candidates(
     if not out_r:
         return empty
     req = np.concatenate(out_r).astype(np.int64)
-    srt = np.argsort(req, kind="stable") if len(out_r) > 1 else slice(None)
+    by_req: I64Array | slice = np.argsort(req, kind="stable") if len(out_r) > 1 else slice(None)
     return CandidateEdges(
-        req[srt], np.concatenate(out_d)[srt].astype(np.int64), np.concatenate(out_c)[srt], np.concatenate(out_m)[srt]
+        req[by_req],
+        np.concatenate(out_d)[by_req].astype(np.int64),
+        np.concatenate(out_c)[by_req],
+        np.concatenate(out_m)[by_req],
     )

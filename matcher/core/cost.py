@@ -13,12 +13,13 @@ from typing import Protocol
 import numpy as np
 
 from matcher.config import EtaConfig
+from matcher.core.arrays import ArrayLike, F64Array
 
 
 class EtaModel(Protocol):
     def pickup_eta_s(
-        self, dist_m: np.ndarray, bearing_deg: np.ndarray, heading_deg: np.ndarray, speed_mps: np.ndarray
-    ) -> np.ndarray: ...
+        self, dist_m: ArrayLike, bearing_deg: ArrayLike, heading_deg: ArrayLike, speed_mps: ArrayLike
+    ) -> F64Array: ...
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,10 @@ class StraightLineEta:
 
     cfg: EtaConfig = field(default_factory=EtaConfig)
 
-    def pickup_eta_s(self, dist_m, bearing_deg, heading_deg, speed_mps):
+    def pickup_eta_s(
+        self, dist_m: ArrayLike, bearing_deg: ArrayLike, heading_deg: ArrayLike, speed_mps: ArrayLike
+    ) -> F64Array:
         c = self.cfg
         travel = np.asarray(dist_m, np.float64) * (c.detour_factor / c.city_speed_mps)
-        away = 0.5 * (1.0 - np.cos(np.radians(np.asarray(bearing_deg, np.float64) - heading_deg)))
+        away = 0.5 * (1.0 - np.cos(np.radians(np.asarray(bearing_deg, np.float64) - np.asarray(heading_deg))))
         return travel + np.where(np.asarray(speed_mps) >= c.moving_mps, c.turnaround_s * away, 0.0)

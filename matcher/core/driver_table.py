@@ -13,11 +13,13 @@ Guarantees:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from matcher.config import VEHICLE_TYPES
 from matcher.core import geo
+from matcher.core.arrays import AnyArray, ArrayLike, BoolArray, F32Array, F64Array, I8Array, I64Array
 from matcher.core.states import DriverStatus
 
 _N_STATUS = len(DriverStatus)
@@ -35,22 +37,22 @@ class Pings:
     halo copy); ``shared`` says the driver is also visible to another shard.
     """
 
-    key: np.ndarray  # int64
-    lat: np.ndarray  # float64
-    lng: np.ndarray  # float64
-    heading: np.ndarray  # float32, degrees clockwise from north
-    speed: np.ndarray  # float32, m/s
-    status: np.ndarray  # int8, DriverStatus
-    vehicle: np.ndarray  # int8, index into VEHICLE_TYPES
-    rating: np.ndarray  # float32
-    ts: np.ndarray  # float64, simulated seconds
-    owned: np.ndarray  # bool
-    shared: np.ndarray  # bool
+    key: I64Array
+    lat: F64Array
+    lng: F64Array
+    heading: F32Array  # degrees clockwise from north
+    speed: F32Array  # m/s
+    status: I8Array  # DriverStatus
+    vehicle: I8Array  # index into VEHICLE_TYPES
+    rating: F32Array
+    ts: F64Array  # simulated seconds
+    owned: BoolArray
+    shared: BoolArray
 
     def __len__(self) -> int:
         return len(self.key)
 
-    def take(self, idx) -> Pings:
+    def take(self, idx: Any) -> Pings:
         return Pings(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     @staticmethod
@@ -96,29 +98,50 @@ _COLUMNS = {
 
 
 class DriverTable:
-    """The drivers one shard knows about (owned rows and halo copies)."""
+    """The drivers one shard knows about (owned rows and halo copies).
 
-    def __init__(self, capacity: int = 1024):
+    Each column is an array of ``capacity`` rows of which the first ``n`` are live
+    (dtypes in ``_COLUMNS``); read them through :meth:`col` or slice ``[: n]``.
+    """
+
+    key: I64Array
+    lat: F64Array
+    lng: F64Array
+    heading: F32Array
+    speed: F32Array
+    status: I8Array
+    vehicle: I8Array
+    rating: F32Array
+    last_ping: F64Array
+    owned: BoolArray
+    shared: BoolArray
+    x: F64Array
+    y: F64Array
+    z: F64Array
+
+    def __init__(self, capacity: int = 1024) -> None:
         self.n = 0
         for name, dt in _COLUMNS.items():
             setattr(self, name, np.zeros(capacity, dt))
         self._row_of_key = np.full(capacity, -1, np.int64)
 
     # -- views ---------------------------------------------------------------
-    def col(self, name: str) -> np.ndarray:
-        return getattr(self, name)[: self.n]
+    def col(self, name: str) -> AnyArray:
+        col: AnyArray = getattr(self, name)
+        return col[: self.n]
 
-    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+    def rows_of(self, keys: ArrayLike) -> I64Array:
         """Row of each key, -1 where the key is not here."""
         keys = np.asarray(keys, np.int64)
-        out = np.full(len(keys), -1, np.int64)
+        out: I64Array = np.full(len(keys), -1, np.int64)
         inside = (keys >= 0) & (keys < len(self._row_of_key))
         out[inside] = self._row_of_key[keys[inside]]
         return out
 
-    def eligible(self, now: float, gps_timeout_s: float) -> np.ndarray:
+    def eligible(self, now: float, gps_timeout_s: float) -> BoolArray:
         """Rows that may be offered now: available and heard from within the GPS timeout."""
-        return (self.col("status") == DriverStatus.AVAILABLE) & (now - self.col("last_ping") <= gps_timeout_s)
+        ok: BoolArray = (self.col("status") == DriverStatus.AVAILABLE) & (now - self.col("last_ping") <= gps_timeout_s)
+        return ok
 
     # -- writes --------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -201,7 +224,7 @@ class DriverTable:
         self.shared[r] = p.shared[sel]
         return counts
 
-    def remove(self, keys: np.ndarray) -> int:
+    def remove(self, keys: ArrayLike) -> int:
         """Drop these drivers (handoff out, halo exit); unknown keys are ignored. Returns rows removed."""
         rows = self.rows_of(keys)
         rows = np.unique(rows[rows >= 0])  # a key listed twice is one row
@@ -218,15 +241,15 @@ class DriverTable:
         self._row_of_key[self.key[:m]] = np.arange(m)
         return len(rows)
 
-    def set_status(self, rows: np.ndarray, status: DriverStatus) -> None:
+    def set_status(self, rows: I64Array, status: DriverStatus) -> None:
         self.status[rows] = status
 
-    def snapshot(self) -> dict[str, np.ndarray]:
+    def snapshot(self) -> dict[str, AnyArray]:
         """Copies of the live columns (for checkpoints and tests)."""
         return {name: getattr(self, name)[: self.n].copy() for name in _COLUMNS}
 
     @classmethod
-    def from_snapshot(cls, snap: dict[str, np.ndarray]) -> DriverTable:
+    def from_snapshot(cls, snap: dict[str, AnyArray]) -> DriverTable:
         n = len(snap["key"])
         t = cls(max(n, 16))
         for name in _COLUMNS:

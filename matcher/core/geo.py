@@ -19,8 +19,11 @@ centres and bounds are dyadic rationals and are computed exactly in float64.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+
+from matcher.core.arrays import AnyArray, ArrayLike, BoolArray, F64Array, I64Array, U64Array
 
 __all__ = [
     "ALPHABET",
@@ -82,15 +85,15 @@ _M32 = _U64(0x00000000FFFFFFFF)
 # ---------------------------------------------------------------- validation
 
 
-def _check_precision(precision) -> int:
+def _check_precision(precision: ArrayLike) -> int:
     """Scalar precision -> int in 1..12, else ValueError."""
-    p = int(precision)
+    p = int(precision)  # type: ignore[arg-type]  # a scalar here; int() raises on anything else
     if p != precision or not 1 <= p <= MAX_PRECISION:
         raise ValueError(f"geohash precision must be an int in 1..{MAX_PRECISION}, got {precision!r}")
     return p
 
 
-def _precision_arg(precision):
+def _precision_arg(precision: ArrayLike) -> int | I64Array:
     """int (validated) or an int64 array with every element in 1..12."""
     if np.ndim(precision) == 0:
         return _check_precision(precision)
@@ -103,7 +106,7 @@ def _precision_arg(precision):
     return p
 
 
-def valid_coords(lat, lng) -> np.ndarray:
+def valid_coords(lat: ArrayLike, lng: ArrayLike) -> BoolArray:
     """Bool mask: finite, |lat| <= 90 and |lng| <= 180 (NaN and inf are invalid)."""
     lat = np.asarray(lat, dtype=np.float64)
     lng = np.asarray(lng, dtype=np.float64)
@@ -114,7 +117,7 @@ def valid_coords(lat, lng) -> np.ndarray:
 # ------------------------------------------------------------ bit twiddling
 
 
-def _spread(x: np.ndarray) -> np.ndarray:
+def _spread(x: U64Array) -> U64Array:
     """Morton spread: bit i of a uint64 (< 2**32) moves to bit 2i. Works in place."""
     x &= _M32
     x |= x << _U64(16)
@@ -130,7 +133,7 @@ def _spread(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _compact(x: np.ndarray) -> np.ndarray:
+def _compact(x: U64Array) -> U64Array:
     """Inverse of _spread: even bits of a uint64 packed into the low 32 bits."""
     x = x & _M1
     x |= x >> _U64(1)
@@ -146,13 +149,13 @@ def _compact(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _bits(precision):
+def _bits(precision: Any) -> tuple[Any, Any]:
     """(lat_bits, lng_bits) for an int or int array precision."""
     total = 5 * precision
     return total // 2, total - total // 2
 
 
-def _quantize(x: np.ndarray, lo: float, span: float, nbits: int) -> np.ndarray:
+def _quantize(x: F64Array, lo: float, span: float, nbits: int) -> U64Array:
     """Cell index of x on [lo, lo+span) cut into 2**nbits cells, as uint64.
 
     Identical to nbits steps of bisection with ``x >= mid -> upper half``:
@@ -175,7 +178,7 @@ def _quantize(x: np.ndarray, lo: float, span: float, nbits: int) -> np.ndarray:
     return k.astype(np.uint64)
 
 
-def _interleave(ilat: np.ndarray, ilng: np.ndarray, odd: int) -> np.ndarray:
+def _interleave(ilat: U64Array, ilng: U64Array, odd: int) -> U64Array:
     """Geohash integer from cell indices; `odd` = 5p is odd (then lng holds the LSB). In place."""
     a = _spread(ilat)
     g = _spread(ilng)
@@ -187,7 +190,7 @@ def _interleave(ilat: np.ndarray, ilng: np.ndarray, odd: int) -> np.ndarray:
     return a
 
 
-def _deinterleave(h: np.ndarray, odd):
+def _deinterleave(h: U64Array, odd: Any) -> tuple[U64Array, U64Array]:
     """(ilat, ilng) cell indices from geohash integers (inverse of _interleave)."""
     if np.ndim(odd) == 0:
         if odd:
@@ -200,7 +203,7 @@ def _deinterleave(h: np.ndarray, odd):
 # ------------------------------------------------------------------ encoding
 
 
-def encode_int(lat, lng, precision: int = 6) -> np.ndarray:
+def encode_int(lat: ArrayLike, lng: ArrayLike, precision: int = 6) -> U64Array:
     """Geohash integers (uint64, 5*precision significant bits) of points.
 
     Exactly equal to classic geohash bisection, including points on cell
@@ -221,7 +224,7 @@ def encode_int(lat, lng, precision: int = 6) -> np.ndarray:
     return _interleave(ilat, ilng, (5 * p) & 1).reshape(shape)
 
 
-def _int_to_str_fixed(h: np.ndarray, p: int) -> np.ndarray:
+def _int_to_str_fixed(h: U64Array, p: int) -> AnyArray:
     """Geohash ints -> '<U{p}' array; no sentinel handling."""
     flat = h.reshape(-1)
     if p % 2 == 0:  # two characters per lookup
@@ -239,7 +242,7 @@ def _int_to_str_fixed(h: np.ndarray, p: int) -> np.ndarray:
     return codes.view(f"<U{p}").reshape(h.shape)
 
 
-def encode(lat, lng, precision: int = 6) -> np.ndarray:
+def encode(lat: ArrayLike, lng: ArrayLike, precision: int = 6) -> AnyArray:
     """Geohash strings, dtype '<U{precision}', shape = broadcast(lat, lng).
 
     Precision 1..12 (ValueError otherwise). Same guarantees and input
@@ -250,7 +253,7 @@ def encode(lat, lng, precision: int = 6) -> np.ndarray:
     return _int_to_str_fixed(encode_int(lat, lng, p), p)
 
 
-def int_to_str(h, precision) -> np.ndarray:
+def int_to_str(h: ArrayLike, precision: ArrayLike) -> AnyArray:
     """Geohash integers -> strings; `NO_CELL` -> "".
 
     `precision` is an int (dtype '<U{precision}') or an int array broadcast
@@ -278,7 +281,7 @@ def int_to_str(h, precision) -> np.ndarray:
     return codes.view(f"<U{pmax}").reshape(h.shape)
 
 
-def _parse(s):
+def _parse(s: ArrayLike) -> tuple[U64Array, I64Array]:
     """str/bytes array -> (h uint64, length int64), both shaped like the input.
 
     "" -> (NO_CELL, 0). ValueError on a bad character or length > 12.
@@ -316,7 +319,7 @@ def _parse(s):
     return h.reshape(arr.shape), length.reshape(arr.shape)
 
 
-def str_to_int(s) -> np.ndarray:
+def str_to_int(s: ArrayLike) -> U64Array:
     """Geohash strings (str or bytes array) -> uint64 integers; "" -> `NO_CELL`.
 
     Mixed lengths are accepted, but the integer does not carry its
@@ -331,7 +334,7 @@ def str_to_int(s) -> np.ndarray:
 # ------------------------------------------------------------------ decoding
 
 
-def _flat_cells(h, precision):
+def _flat_cells(h: ArrayLike, precision: ArrayLike) -> tuple[U64Array, int | I64Array, tuple[int, ...]]:
     """(flat uint64 cells, precision as int or flat array broadcast with them, original shape)."""
     p = _precision_arg(precision)
     h = np.asarray(h, dtype=np.uint64)
@@ -341,7 +344,7 @@ def _flat_cells(h, precision):
     return h.reshape(-1), p, h.shape
 
 
-def bounds_int(h, precision):
+def bounds_int(h: ArrayLike, precision: ArrayLike) -> tuple[F64Array, F64Array, F64Array, F64Array]:
     """(lat_min, lat_max, lng_min, lng_max) float64 arrays of geohash integers.
 
     Exact (dyadic) cell edges; `NO_CELL` gives NaN. `precision` is an int or
@@ -364,7 +367,7 @@ def bounds_int(h, precision):
     return lat0.reshape(shape), lat1.reshape(shape), lng0.reshape(shape), lng1.reshape(shape)
 
 
-def decode_int(h, precision):
+def decode_int(h: ArrayLike, precision: ArrayLike) -> tuple[F64Array, F64Array]:
     """(lat, lng) float64 cell centres of geohash integers; `NO_CELL` -> NaN.
 
     Centres are exact and strictly inside the cell, so
@@ -374,13 +377,13 @@ def decode_int(h, precision):
     return np.asarray((lat0 + lat1) * 0.5), np.asarray((lng0 + lng1) * 0.5)
 
 
-def decode(geohash):
+def decode(geohash: ArrayLike) -> tuple[F64Array, F64Array]:
     """(lat, lng) float64 cell centres of geohash strings (mixed lengths OK; "" -> NaN)."""
     h, length = _parse(geohash)
     return decode_int(h, np.maximum(length, 1))
 
 
-def bounds(geohash):
+def bounds(geohash: ArrayLike) -> tuple[F64Array, F64Array, F64Array, F64Array]:
     """(lat_min, lat_max, lng_min, lng_max) of geohash strings (mixed lengths OK; "" -> NaN).
 
     Every point that encodes to a cell satisfies lat_min <= lat < lat_max
@@ -393,7 +396,7 @@ def bounds(geohash):
 # ---------------------------------------------------------------- neighbours
 
 
-def neighbors_int(h, precision) -> np.ndarray:
+def neighbors_int(h: ArrayLike, precision: ArrayLike) -> U64Array:
     """The 8 neighbours of geohash integers, shape (..., 8) uint64.
 
     Order N, NE, E, SE, S, SW, W, NW. Longitude wraps across the
@@ -429,7 +432,7 @@ def neighbors_int(h, precision) -> np.ndarray:
     return out.reshape(shape + (8,))
 
 
-def neighbors(geohash) -> np.ndarray:
+def neighbors(geohash: ArrayLike) -> AnyArray:
     """The 8 neighbours of geohash strings, shape (..., 8), order N, NE, E, SE, S, SW, W, NW.
 
     Same length as the input hash (mixed lengths OK). Longitude wraps across
@@ -440,11 +443,11 @@ def neighbors(geohash) -> np.ndarray:
     if first.size and (length == first[0]).all():  # uniform length: fast path
         p = max(int(first[0]), 1)
         return int_to_str(neighbors_int(h, p), p)
-    p = np.maximum(length, 1)
-    return int_to_str(neighbors_int(h, p), p[..., None])
+    per = np.maximum(length, 1)
+    return int_to_str(neighbors_int(h, per), per[..., None])
 
 
-def cell_size_m(precision: int, lat=0.0):
+def cell_size_m(precision: int, lat: ArrayLike = 0.0) -> tuple[F64Array, F64Array]:
     """(height_m, width_m) of a geohash cell of `precision` at latitude `lat`.
 
     Height is the north-south extent (constant); width is the east-west
@@ -463,7 +466,7 @@ def cell_size_m(precision: int, lat=0.0):
 # ----------------------------------------------------------------- distances
 
 
-def haversine_m(lat1, lng1, lat2, lng2) -> np.ndarray:
+def haversine_m(lat1: ArrayLike, lng1: ArrayLike, lat2: ArrayLike, lng2: ArrayLike) -> F64Array:
     """Great-circle distance in metres (sphere of radius `EARTH_RADIUS_M`), broadcasting.
 
     Symmetric, exactly 0 for identical points, in [0, pi*R].
@@ -477,7 +480,7 @@ def haversine_m(lat1, lng1, lat2, lng2) -> np.ndarray:
     return np.asarray((2.0 * EARTH_RADIUS_M) * np.arcsin(np.sqrt(a)))
 
 
-def bearing_deg(lat1, lng1, lat2, lng2) -> np.ndarray:
+def bearing_deg(lat1: ArrayLike, lng1: ArrayLike, lat2: ArrayLike, lng2: ArrayLike) -> F64Array:
     """Initial great-circle bearing from point 1 to point 2, degrees in [0, 360).
 
     0 = north, clockwise (90 = east). Identical points give 0. Broadcasting.
@@ -515,7 +518,7 @@ def bearing1(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     return 0.0 if b >= 360.0 else b
 
 
-def to_unit_xyz(lat, lng) -> np.ndarray:
+def to_unit_xyz(lat: ArrayLike, lng: ArrayLike) -> F64Array:
     """Unit-sphere Cartesian coordinates, shape broadcast(lat, lng) + (3,), float64.
 
     x toward (0, 0), y toward (0, 90E), z toward the north pole. Chord length
@@ -527,7 +530,7 @@ def to_unit_xyz(lat, lng) -> np.ndarray:
     return np.stack(np.broadcast_arrays(c * np.cos(lam), c * np.sin(lam), np.sin(phi)), axis=-1)
 
 
-def chord_for_distance(m) -> np.ndarray:
+def chord_for_distance(m: ArrayLike) -> F64Array:
     """Unit-sphere chord length of a great-circle distance of `m` metres.
 
     ``2*sin(m / (2R))``, monotone on [0, pi*R]; `m` is clamped to that range

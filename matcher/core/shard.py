@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from matcher.config import MatchConfig
+from matcher.core.arrays import F64Array, I64Array
 from matcher.core.assignment import Edges, components, solve_batch, solve_greedy, unmatched_penalty
 from matcher.core.candidates import RequestBatch, find_candidates
 from matcher.core.cost import StraightLineEta
@@ -40,7 +41,7 @@ class TickInput:
     tick: int
     now: float
     pings: Pings
-    drop_keys: np.ndarray  # drivers that left this shard (handoff out / halo exit)
+    drop_keys: I64Array  # drivers that left this shard (handoff out / halo exit)
     requests: RequestBatch
     policy: str = "batch"
     budget_ms: float = float("inf")  # predicted solve time past this: the shard uses greedy this tick
@@ -52,12 +53,12 @@ class TickInput:
 class Matches:
     """Columnar matches: request idx, driver key, pickup ETA, distance, driver position."""
 
-    req: np.ndarray
-    key: np.ndarray
-    eta: np.ndarray
-    dist: np.ndarray
-    lat: np.ndarray
-    lng: np.ndarray
+    req: I64Array
+    key: I64Array
+    eta: F64Array
+    dist: F64Array
+    lat: F64Array
+    lng: F64Array
 
     def __len__(self) -> int:
         return len(self.req)
@@ -83,7 +84,7 @@ class TickOutput:
     shard: int
     matches: Matches
     deferred: Matches  # candidate edges of border components (unsolved)
-    deferred_req: np.ndarray  # request idx of the deferred requests
+    deferred_req: I64Array  # request idx of the deferred requests
     pending: int
     ping_refusals: dict[str, int] = field(default_factory=dict)
     solve_ms: float = 0.0
@@ -95,7 +96,7 @@ class TickOutput:
 class ShardState:
     """Driver state and matcher of one shard (the pure core a Ray actor wraps)."""
 
-    def __init__(self, shard: int, cfg: MatchConfig):
+    def __init__(self, shard: int, cfg: MatchConfig) -> None:
         self.shard = shard
         self.cfg = cfg
         self.eta = StraightLineEta(cfg.eta)
@@ -183,7 +184,7 @@ class ShardState:
         return TickOutput(inp.tick, self.shard, matches, deferred, reqs.idx[~local_req], n, fallback=fallback)
 
 
-def edge_positions(edge_req: np.ndarray, edge_col: np.ndarray, req: np.ndarray, col: np.ndarray) -> np.ndarray:
+def edge_positions(edge_req: I64Array, edge_col: I64Array, req: I64Array, col: I64Array) -> I64Array:
     """Index in the edge arrays of each chosen (request, column) pair; every pair must be an edge."""
     big = np.int64(1) << 40  # requests and columns (rows or driver keys) stay far below 2**40
     pair = edge_req * big + edge_col
@@ -191,14 +192,12 @@ def edge_positions(edge_req: np.ndarray, edge_col: np.ndarray, req: np.ndarray, 
     return srt[np.searchsorted(pair, req * big + col, sorter=srt)]
 
 
-def greedy_order(reqs: RequestBatch) -> np.ndarray:
+def greedy_order(reqs: RequestBatch) -> I64Array:
     """First come, first served: longest wait first, then request index."""
     return np.lexsort((reqs.idx, -reqs.wait_s))
 
 
-def solve_deferred(
-    deferred: Matches, req_idx: np.ndarray, wait_s: np.ndarray, policy: str, cfg: MatchConfig
-) -> Matches:
+def solve_deferred(deferred: Matches, req_idx: I64Array, wait_s: F64Array, policy: str, cfg: MatchConfig) -> Matches:
     """The coordinator's solve of all shards' border components, as one problem.
 
     ``req_idx``/``wait_s`` describe the deferred requests; edges refer to them by idx

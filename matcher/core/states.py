@@ -7,9 +7,12 @@ raises here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 
 import numpy as np
+
+from matcher.core.arrays import ArrayLike, BoolArray
 
 
 class DriverStatus(IntEnum):
@@ -86,7 +89,9 @@ def is_terminal(state: RideState) -> bool:
     return RideState(state) in _TERMINAL_RIDE
 
 
-def _matrix(table: dict, n: int) -> np.ndarray:
+def _matrix(
+    table: Mapping[DriverStatus, frozenset[DriverStatus]] | Mapping[RideState, frozenset[RideState]], n: int
+) -> BoolArray:
     m = np.zeros((n, n), dtype=bool)
     for a, bs in table.items():
         for b in bs:
@@ -98,7 +103,7 @@ _DRIVER_OK = _matrix(DRIVER_TRANSITIONS, len(DriverStatus))
 _RIDE_OK = _matrix(RIDE_TRANSITIONS, len(RideState))
 
 
-def check_driver_many(old: np.ndarray, new: np.ndarray) -> None:
+def check_driver_many(old: ArrayLike, new: ArrayLike) -> None:
     """Vectorised :func:`check_driver`; a same-state "transition" is a no-op and allowed."""
     old = np.asarray(old, dtype=np.int8)
     new = np.asarray(new, dtype=np.int8)
@@ -108,7 +113,7 @@ def check_driver_many(old: np.ndarray, new: np.ndarray) -> None:
         check_driver(DriverStatus(int(old[i])), DriverStatus(int(new[i])))
 
 
-def check_ride_many(old: np.ndarray, new: np.ndarray) -> None:
+def check_ride_many(old: ArrayLike, new: ArrayLike) -> None:
     """Vectorised :func:`check_ride`."""
     old = np.asarray(old, dtype=np.int8)
     new = np.asarray(new, dtype=np.int8)

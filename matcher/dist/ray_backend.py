@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
@@ -43,7 +44,7 @@ def ensure_ray(address: str | None) -> bool:
     ran before ray was imported (``make_backend`` does that)."""
     if ray.is_initialized():
         return False
-    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         if address:
             ray.init(address=address, **kw)
@@ -60,8 +61,10 @@ class RayBackend:
         self.n_shards = shard.shards
         self._started = ensure_ray(shard.address)
         opts = dict(num_cpus=shard.num_cpus, max_restarts=shard.max_restarts, max_task_retries=0)
+        # @ray.remote turns the class into an ActorClass (with .options), which ray's annotations do not say
         self.actors = [
-            ShardActor.options(name=f"{run_name}-shard-{s}", **opts).remote(s, match) for s in range(shard.shards)
+            ShardActor.options(name=f"{run_name}-shard-{s}", **opts).remote(s, match)  # type: ignore[attr-defined]
+            for s in range(shard.shards)
         ]
         self.call_ms: list[float] = []
         # wait until every shard is placed and constructed (on an autoscaling cluster this can
@@ -78,7 +81,7 @@ class RayBackend:
     def tick(self, inputs: list[TickInput]) -> list[TickOutput]:
         t0 = time.perf_counter()
         refs = [a.tick.remote(i) for a, i in zip(self.actors, inputs)]
-        outs: list[TickOutput | None] = []
+        outs: list[TickOutput] = []
         for s, ref in enumerate(refs):
             outs.append(self._get(s, ref, inputs[s]))
         self.call_ms.append((time.perf_counter() - t0) * 1e3)
