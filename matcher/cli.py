@@ -61,6 +61,26 @@ def _drivers(text: str):
     return text
 
 
+def _tz(text: str) -> str:
+    from matcher.analysis.localtime import check_tz
+
+    try:
+        return check_tz(text)
+    except MatcherError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--tz: ")) from None
+
+
+def _tz_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tz",
+        type=_tz,
+        default=None,
+        metavar="ZONE",
+        help="time zone of the report's time axes and hourly table, an IANA name such as America/New_York "
+        "(default: the zone of the trace's pickup points)",
+    )
+
+
 def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
     s, m = SimConfig(), MatchConfig()
     p.add_argument("trace", nargs="?" if resumable else None, help="trace: a Parquet file or a folder of Parquet files")
@@ -207,7 +227,7 @@ def _cmd_compare(a) -> int:
 def _cmd_report(a) -> int:
     from matcher.analysis.report import build_report
 
-    path = build_report(a.dir)
+    path = build_report(a.dir, tz=a.tz)
     print(path)
     return 0
 
@@ -266,10 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--policies", default="greedy,batch:2,batch:10", help="comma list: greedy, batch:SECONDS (default %(default)s)"
     )
+    _tz_option(c)
     c.set_defaults(func=_cmd_compare)
 
     rep = sub.add_parser("report", help="(re)build DIR/report.html")
-    rep.add_argument("dir")
+    rep.add_argument("dir", help="a run folder (summary.json) or a compare folder (compare.json)")
+    _tz_option(rep)
     rep.set_defaults(func=_cmd_report)
 
     imp = sub.add_parser("import", help="convert public trip data to a trace")

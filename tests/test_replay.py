@@ -150,9 +150,10 @@ def test_cli_replay_compare_report(nyc_morning, tmp_path, capsys):
         == 0
     )
     cmp = json.loads((out / "compare.json").read_text())
-    assert set(cmp["runs"]) == {"greedy", "batch-2s"}
-    for label in cmp["runs"]:
-        assert check_run(out / label) == []
+    assert [r["label"] for r in cmp["runs"]] == ["greedy", "batch-2s"]
+    for run in cmp["runs"]:
+        assert run["path"] == str((out / run["label"]).resolve())
+        assert check_run(run["path"]) == []
     assert (out / "report.html").stat().st_size > 10_000
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0

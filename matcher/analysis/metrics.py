@@ -347,7 +347,7 @@ SUMMARY_PASS_EVENTS = 1_000_000
 _REQUEST_FIGURES = ["outcome", "wait_s", "match_delay_s", "pickup_ts", "pickup_eta_s", "pickup_distance_m"]
 
 
-def _request_slices(events: pl.LazyFrame, n_events: int):
+def request_slices(events: pl.LazyFrame, n_events: int):
     """The events that name a request, ordered, in slices by a hash of ``request_id``.
 
     Every per-request figure (and every busy interval) only looks at the events of its
@@ -364,7 +364,7 @@ def _per_request(events: pl.LazyFrame, n_events: int, columns: list[str], last_t
     """(``columns`` of :func:`request_table` in its row order, busy seconds or 0 without ``last_ts``), slice by slice."""
     keep = list(dict.fromkeys(["request_id", "request_ts", *columns]))
     slices, busy_s = [], 0.0
-    for ev in _request_slices(events, n_events):
+    for ev in request_slices(events, n_events):
         reqs = request_table(ev)
         if last_ts is not None and ev.height:
             busy_s += busy_time(ev, last_ts, reqs)
@@ -474,3 +474,44 @@ def write_summary(out_dir: str | os.PathLike, meta: dict | None = None) -> dict:
     summary = summarize(out_dir, meta)
     write_json_atomic(Path(out_dir) / "summary.json", summary)
     return summary
+
+
+# --- time series (the report's plots; seconds from any common origin) ----------------
+def rolling_share(t: np.ndarray, flag: np.ndarray, grid: np.ndarray, window_s: float) -> np.ndarray:
+    """Share of the events at times ``t`` that have ``flag``, over the trailing window
+    ``(g - window_s, g]`` at each grid time ``g``; NaN where the window holds no event."""
+    t = np.asarray(t, dtype=np.float64)
+    order = np.argsort(t, kind="stable")
+    t, flag = t[order], np.asarray(flag, dtype=bool)[order]
+    cs = np.concatenate([[0], np.cumsum(flag)])
+    hi = np.searchsorted(t, grid, side="right")
+    lo = np.searchsorted(t, np.asarray(grid) - window_s, side="right")
+    n = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (cs[hi] - cs[lo]) / np.maximum(n, 1), np.nan)
+
+
+def in_system(t_in: np.ndarray, t_out: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """How many items have arrived (``t_in`` <= g) and not yet left (``t_out`` <= g) at each grid time."""
+    a, b = np.sort(np.asarray(t_in, dtype=np.float64)), np.sort(np.asarray(t_out, dtype=np.float64))
+    return np.searchsorted(a, grid, side="right") - np.searchsorted(b, grid, side="right")
+
+
+def littles_law(
+    arrival: np.ndarray, sojourn: np.ndarray, grid: np.ndarray, window_s: float, end_s: float
+) -> np.ndarray:
+    """Little's law L = lambda * W at each grid time, over the centred window ``[g - w/2, g + w/2)``:
+    lambda = arrivals in the window / w, W = their mean time in system, so L = sum of their sojourns / w.
+
+    NaN where the window reaches outside ``[0, end_s]`` (warm-up and drain have no steady state).
+    """
+    arrival = np.asarray(arrival, dtype=np.float64)
+    order = np.argsort(arrival, kind="stable")
+    arrival, sojourn = arrival[order], np.asarray(sojourn, dtype=np.float64)[order]
+    cs = np.concatenate([[0.0], np.cumsum(sojourn)])
+    half = window_s / 2
+    lo = np.searchsorted(arrival, grid - half, side="left")
+    hi = np.searchsorted(arrival, grid + half, side="left")
+    little = (cs[hi] - cs[lo]) / window_s
+    inside = (grid - half >= 0) & (grid + half <= end_s)
+    return np.where(inside, little, np.nan)

@@ -17,7 +17,7 @@ def run_label(summary: dict) -> str:
     return str(policy)
 
 
-def _get(summary: dict, path: str) -> Any:
+def get_path(summary: dict, path: str) -> Any:
     value: Any = summary
     for part in path.split("."):
         if not isinstance(value, dict):
@@ -26,45 +26,45 @@ def _get(summary: dict, path: str) -> Any:
     return value
 
 
-def _int(v) -> str:
+def fmt_int(v) -> str:
     return f"{int(v):,}"
 
 
-def _pct(v) -> str:
+def fmt_pct(v) -> str:
     return f"{100 * v:.1f}%"
 
 
-def _f1(v) -> str:
+def fmt_f1(v) -> str:
     return f"{v:,.1f}"
 
 
-def _f0(v) -> str:
+def fmt_f0(v) -> str:
     return f"{v:,.0f}"
 
 
-def _speedup(s: dict) -> float | None:
+def speedup(s: dict) -> float | None:
     sim, wall = s.get("sim_seconds"), s.get("wall_seconds")
     return sim / wall if sim is not None and wall else None
 
 
 # (row label, value getter, formatter)
 ROWS: list[tuple[str, Callable[[dict], Any], Callable[[Any], str]]] = [
-    ("requests", lambda s: s.get("requests"), _int),
-    ("completed", lambda s: s.get("completed"), _int),
-    ("served rate", lambda s: s.get("served_rate"), _pct),
-    ("wait mean (s)", lambda s: _get(s, "wait_s.mean"), _f1),
-    ("wait p50 (s)", lambda s: _get(s, "wait_s.p50"), _f1),
-    ("wait p90 (s)", lambda s: _get(s, "wait_s.p90"), _f1),
-    ("match delay mean (s)", lambda s: _get(s, "match_delay_s.mean"), _f1),
-    ("pickup ETA mean (s)", lambda s: _get(s, "pickup_eta_s.mean"), _f1),
-    ("pickup dist mean (m)", lambda s: _get(s, "pickup_distance_m.mean"), _f0),
-    ("cancelled", lambda s: s.get("cancelled"), _int),
-    ("expired", lambda s: s.get("expired"), _int),
-    ("declines", lambda s: s.get("declines"), _int),
-    ("utilization", lambda s: s.get("utilization"), _pct),
-    ("tick p50 (ms)", lambda s: _get(s, "tick_ms.p50"), _f1),
-    ("tick p99 (ms)", lambda s: _get(s, "tick_ms.p99"), _f1),
-    ("speedup (sim/wall)", _speedup, lambda v: f"{v:,.1f}x"),
+    ("requests", lambda s: s.get("requests"), fmt_int),
+    ("completed", lambda s: s.get("completed"), fmt_int),
+    ("served rate", lambda s: s.get("served_rate"), fmt_pct),
+    ("wait mean (s)", lambda s: get_path(s, "wait_s.mean"), fmt_f1),
+    ("wait p50 (s)", lambda s: get_path(s, "wait_s.p50"), fmt_f1),
+    ("wait p90 (s)", lambda s: get_path(s, "wait_s.p90"), fmt_f1),
+    ("match delay mean (s)", lambda s: get_path(s, "match_delay_s.mean"), fmt_f1),
+    ("pickup ETA mean (s)", lambda s: get_path(s, "pickup_eta_s.mean"), fmt_f1),
+    ("pickup dist mean (m)", lambda s: get_path(s, "pickup_distance_m.mean"), fmt_f0),
+    ("cancelled", lambda s: s.get("cancelled"), fmt_int),
+    ("expired", lambda s: s.get("expired"), fmt_int),
+    ("declines", lambda s: s.get("declines"), fmt_int),
+    ("utilization", lambda s: s.get("utilization"), fmt_pct),
+    ("tick p50 (ms)", lambda s: get_path(s, "tick_ms.p50"), fmt_f1),
+    ("tick p99 (ms)", lambda s: get_path(s, "tick_ms.p99"), fmt_f1),
+    ("speedup (sim/wall)", speedup, lambda v: f"{v:,.1f}x"),
 ]
 
 

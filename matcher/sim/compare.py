@@ -59,26 +59,29 @@ def run_compare(args, policies: list[tuple[str, str, float | None]], config_from
     """Replay args.trace once per policy into args.out/<label>/, then write compare.json and report.html.
 
     Every run gets the same trace, fleet (args.drivers) and seed: only policy and window differ.
-    Returns the compare.json dict.
+    compare.json (docs/run-output.md): ``{"trace": ABS, "baseline": LABEL, "tz": ZONE | null, "runs": [{"label",
+    "path": ABS, ...summary}]}``, one object per policy in the order given, so DuckDB and polars
+    read the runs as rows. Returns the compare.json dict.
     """
     from matcher.analysis.metrics import write_json_atomic
     from matcher.analysis.report import build_report
     from matcher.analysis.summary_text import format_summary
     from matcher.sim.replay import run_replay  # lazily: the engine imports Ray and friends
 
-    root = Path(args.out)
+    root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, dict] = {}
+    runs: list[dict] = []
     for label, policy, window in policies:
         cfg = config_from_args(args, policy=policy, window=window)
         cfg = dataclasses.replace(cfg, out=os.fspath(root / label), label=label)
         summary = dict(run_replay(cfg))
-        if not summary.get("label"):
-            summary["label"] = label
-        runs[label] = summary
-    compare = {"trace": os.fspath(args.trace), "policies": [p[0] for p in policies], "runs": runs}
+        summary["label"] = summary.get("label") or label
+        runs.append({"label": summary["label"], "path": os.fspath(root / label), **summary})
+    baseline = next((r["label"] for r in runs if r.get("policy") == "greedy"), runs[0]["label"])
+    tz = getattr(args, "tz", None)
+    compare = {"trace": os.fspath(Path(args.trace).resolve()), "baseline": baseline, "tz": tz, "runs": runs}
     write_json_atomic(root / "compare.json", compare)
-    build_report(root)
+    build_report(root)  # in compare.json's tz
     if not getattr(args, "quiet", False):
-        print(format_summary(list(runs.values())))
+        print(format_summary([{k: v for k, v in r.items() if k != "path"} for r in runs]))
     return compare

@@ -1,0 +1,59 @@
+"""Per-shard load over time: pending, matched, solve time and border share per shard.
+
+From ``OUT/shards.parquet`` (one row per tick and shard) when the run has it, joined
+to ``OUT/ticks.parquet`` for the tick's time; else from ``ticks.parquet`` alone, whose
+rows are totals over all shards (shard ``"all"``). Border share is ``border / pending``
+per row of shards.parquet (requests whose candidates reach another shard's drivers),
+``deferred / pending`` from ticks.parquet (border requests the coordinator solved).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+LOAD_COLUMNS = ("pending", "matched", "solve_ms", "border_share")
+
+
+def _share(num: str, den: str) -> pl.Expr:
+    d = pl.col(den).cast(pl.Float64)
+    return pl.when(d > 0).then(pl.col(num).cast(pl.Float64) / d).alias("border_share")
+
+
+def shard_load(out_dir: str | os.PathLike) -> tuple[pl.DataFrame | None, str]:
+    """(ts, shard (string), pending, matched, solve_ms, border_share rows sorted by ts and shard,
+    the source file's name); (None, reason) when the run has neither file."""
+    out = Path(out_dir)
+    ticks_path, shards_path = out / "ticks.parquet", out / "shards.parquet"
+    if not ticks_path.exists():
+        return None, "no ticks.parquet"
+    ticks = pl.read_parquet(ticks_path)
+    if "ts" not in ticks.columns:
+        return None, "ticks.parquet has no ts column"
+    if shards_path.exists():
+        sh = pl.read_parquet(shards_path)
+        need = {"tick", "shard", "pending", "matched", "solve_ms", "border"}
+        if need <= set(sh.columns):
+            df = sh.join(ticks.select("tick", "ts"), on="tick", how="inner").select(
+                "ts",
+                pl.col("shard").cast(pl.String),
+                pl.col("pending").cast(pl.Float64),
+                pl.col("matched").cast(pl.Float64),
+                pl.col("solve_ms").cast(pl.Float64),
+                _share("border", "pending"),
+            )
+            return df.sort("ts", "shard"), "shards.parquet"
+    need = {"pending", "matched", "solve_ms", "deferred"}
+    if not need <= set(ticks.columns):
+        return None, f"ticks.parquet lacks {sorted(need - set(ticks.columns))}"
+    df = ticks.select(
+        "ts",
+        pl.lit("all").alias("shard"),
+        pl.col("pending").cast(pl.Float64),
+        pl.col("matched").cast(pl.Float64),
+        pl.col("solve_ms").cast(pl.Float64),
+        _share("deferred", "pending"),
+    )
+    return df.sort("ts"), "ticks.parquet"
