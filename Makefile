@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLE := data/nyc-uber-2014-04-04.parquet
 
-.PHONY: install demo test test-fast lint format lock bench clean
+.PHONY: install demo test test-fast lint format lock bench chromium clean
 
 install: $(STAMP)
 
@@ -45,6 +45,13 @@ format: $(STAMP)
 # Re-pin requirements.lock to what the venv holds now (after changing pyproject.toml).
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | LC_ALL=C sort > requirements.lock
+
+# Headless Chromium for tests/test_report_browser.py (Debian's package; CI runs this before make test).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	    echo "installing chromium (apt-get) for the report's browser test..."; \
+	    SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -86,7 +86,7 @@ def cell_stats(requests: pl.DataFrame, places: pl.DataFrame, precision: int) -> 
         .agg(
             pl.len().alias("requests"),
             pl.col("wait_s").filter(pl.col("outcome") == "completed").mean().alias("wait_mean_s"),
-            (pl.col("outcome") == "expired").mean().alias("expired_share"),
+            (pl.col("outcome") == "expired").fill_null(False).mean().alias("expired_share"),
             pl.col("pickup_eta_s").drop_nulls().mean().alias("eta_mean_s"),
         )
         .sort("cell")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
+from matcher.errors import MatcherError
+
 LOAD_COLUMNS = ("pending", "matched", "solve_ms", "border_share")
 
 
@@ -24,7 +26,8 @@ def _share(num: str, den: str) -> pl.Expr:
 
 def shard_load(out_dir: str | os.PathLike) -> tuple[pl.DataFrame | None, str]:
     """(ts, shard (string), pending, matched, solve_ms, border_share rows sorted by ts and shard,
-    the source file's name); (None, reason) when the run has neither file."""
+    the source file's name); (None, reason) when the run has neither file. MatcherError (one
+    line naming the file) when shards.parquet exists but cannot be read."""
     out = Path(out_dir)
     ticks_path, shards_path = out / "ticks.parquet", out / "shards.parquet"
     if not ticks_path.exists():
@@ -33,7 +36,10 @@ def shard_load(out_dir: str | os.PathLike) -> tuple[pl.DataFrame | None, str]:
     if "ts" not in ticks.columns:
         return None, "ticks.parquet has no ts column"
     if shards_path.exists():
-        sh = pl.read_parquet(shards_path)
+        try:
+            sh = pl.read_parquet(shards_path)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise MatcherError(f"{shards_path}: unreadable ({type(e).__name__})") from None
         need = {"tick", "shard", "pending", "matched", "solve_ms", "border"}
         if need <= set(sh.columns):
             df = sh.join(ticks.select("tick", "ts"), on="tick", how="inner").select(
@@ -45,15 +51,16 @@ def shard_load(out_dir: str | os.PathLike) -> tuple[pl.DataFrame | None, str]:
                 _share("border", "pending"),
             )
             return df.sort("ts", "shard"), "shards.parquet"
-    need = {"pending", "matched", "solve_ms", "deferred"}
+    need = {"pending", "matched"}
     if not need <= set(ticks.columns):
         return None, f"ticks.parquet lacks {sorted(need - set(ticks.columns))}"
+    have = set(ticks.columns)
     df = ticks.select(
         "ts",
         pl.lit("all").alias("shard"),
         pl.col("pending").cast(pl.Float64),
         pl.col("matched").cast(pl.Float64),
-        pl.col("solve_ms").cast(pl.Float64),
-        _share("deferred", "pending"),
+        pl.col("solve_ms").cast(pl.Float64) if "solve_ms" in have else pl.lit(None, pl.Float64).alias("solve_ms"),
+        _share("deferred", "pending") if "deferred" in have else pl.lit(None, pl.Float64).alias("border_share"),
     )
     return df.sort("ts"), "ticks.parquet"

@@ -156,7 +156,6 @@ def _snapshots(df: pl.DataFrame, value: str, origin_ms, grid_s, periods, precisi
     snap_t = per_t["s"].to_numpy()
     idx = np.searchsorted(snap_t, grid_s, side="right") - 1
     counts = np.where(idx >= 0, per_t[value].to_numpy()[np.maximum(idx, 0)], 0)
-    counts = np.where(grid_s <= (snap_t[-1] if len(snap_t) else -np.inf), counts, 0)
     per_period = np.array([max(1, int(((snap_t >= p0) & (snap_t < p1)).sum())) for p0, p1 in periods], np.float64)
     acc = _Acc(periods, precision)
     s = df["s"].to_numpy()

@@ -125,7 +125,15 @@ def _figures(runs: list[Run], fr: Frame, places: dict[str, pl.DataFrame]) -> lis
         ),
     ]
     areas = maps.metric_maps(runs, stats, box, precision) + [maps.supply_demand_maps(runs, sd, box, fr)]
-    shards = [f for f in (shard_figure(r, fr) for r in runs) if f is not None]
+    shards = []
+    for r in runs:
+        try:
+            fig = shard_figure(r, fr)
+        except (MatcherError, OSError, pl.exceptions.PolarsError) as e:
+            r.problems.append(f"shard load: {e}")
+            continue
+        if fig is not None:
+            shards.append(fig)
     return [("Riders", riders), ("Over time", time), ("By area", areas), ("Shards", shards)]
 
 
