@@ -123,7 +123,7 @@ def supply_demand_maps(runs: list[Run], sd: dict[str, SupplyDemand], box, fr: Fr
     from matplotlib.collections import PolyCollection
     from matplotlib.colors import Normalize
 
-    title = "Supply against demand by area over time"
+    title = "Supply against demand by area"
     shown = [r for r in runs if r.label in sd]
     if box is None or not shown or fr.origin is None:
         from matcher.analysis.report.style import figure
