@@ -211,3 +211,50 @@ def test_cli_compare_and_report(tmp_path, fake_replay, capsys):
     assert main(["compare", "trace.parquet", "--out", str(out), "--policies", "fifo"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("matcher: --policies: unknown policy 'fifo'") and err.count("\n") == 1
+
+
+def test_report_uses_shards_cells_and_areas_when_present(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from eventlog import BASE
+
+    out = write_run(tmp_path / "run", tiny_log(), ticks=[5.0] * 10)
+    ticks = pq.read_table(out / "ticks.parquet")
+    n = ticks.num_rows
+    pq.write_table(
+        pa.table(
+            {
+                "tick": list(range(n)) * 2,
+                "shard": pa.array([0] * n + [1] * n, pa.int32()),
+                "drivers": [2] * (2 * n),
+                "halo_drivers": [0] * (2 * n),
+                "pending": [1] * (2 * n),
+                "matched": [1] * (2 * n),
+                "border": [0] * (2 * n),
+                "solve_ms": [0.5] * (2 * n),
+                "handoffs_in": [0] * (2 * n),
+                "handoffs_out": [0] * (2 * n),
+            }
+        ),
+        out / "shards.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "tick": [0],
+                "ts": pa.array([BASE], pa.timestamp("ms", tz="UTC")),
+                "cell": ["dr5ru"],
+                "demand": pa.array([1], pa.int32()),
+                "supply": pa.array([2], pa.int32()),
+            }
+        ),
+        out / "cells.parquet",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    summary["areas"] = [{"area": "nyc", "requests": 5, "served_rate": 0.4, "wait_s_mean": 150.0, "drivers": 2}]
+    (out / "summary.json").write_text(json.dumps(summary))
+    text = Path(build_report(out)).read_text()
+    assert "Per shard from shards.parquet" in text and "2 shard(s)" in text
+    assert "from cells.parquet" in text
+    assert "Independent areas" in text and "<th>nyc</th><td>5</td><td>40.0%</td><td>150.0</td>" in text
+    assert "Not shown" not in text

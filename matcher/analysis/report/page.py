@@ -198,6 +198,9 @@ def render(root: Path, tz: str | None = None) -> str:
         if items:
             parts.append(f"<h2>{html.escape(title)}</h2>")
             parts += _figs_html(items)
+    areas = tables.areas_table(runs)
+    if areas:
+        parts += ["<h2>Independent areas</h2>", areas]
     parts += [f"<h2>Hourly ({html.escape(fr.tz.name)})</h2>", tables.hourly_table(runs, fr)]
     problems = [f"{r.label}: {p}" for r in runs for p in r.problems]
     if problems:

@@ -153,3 +153,35 @@ def hourly_table(runs: list[Run], fr: Frame) -> str:
         out.append(f"<tr><th>{html.escape(label)}</th>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+AREA_COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("requests", "requests", fmt_int),
+    ("served", "served_rate", fmt_pct),
+    ("wait mean (s)", "wait_s_mean", fmt_f1),
+    ("wait p90 (s)", "wait_s_p90", fmt_f1),
+    ("drivers", "drivers", fmt_int),
+    ("utilization", "utilization", fmt_pct),
+]
+
+
+def areas_table(runs: list[Run]) -> str:
+    """The ``areas`` rows of each run's summary (independent areas replayed apart), or "" without any."""
+    out = []
+    for r in runs:
+        rows = r.summary.get("areas")
+        if not isinstance(rows, list) or not rows:
+            continue
+        head = "".join(f"<th>{html.escape(name)}</th>" for name, _, _ in AREA_COLUMNS)
+        out.append(f'<p class="note"><span class="dot" style="background:{r.color}"></span>{esc(r.label)}</p>')
+        out.append(f"<table><thead><tr><th>area</th>{head}</tr></thead><tbody>")
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
+            cells = []
+            for _, key, fmt in AREA_COLUMNS:
+                v = row.get(key)
+                cells.append(f"<td>{html.escape('-' if not isinstance(v, (int, float)) else fmt(v))}</td>")
+            out.append(f"<tr><th>{esc(row.get('area'))}</th>{''.join(cells)}</tr>")
+        out.append("</tbody></table>")
+    return "\n".join(out)
