@@ -39,6 +39,7 @@ def times_and_grid(draw):
     return np.array(t, float), np.array(sorted(grid), float)
 
 
+@settings(deadline=None)  # timing varies on a loaded machine; the oracle is what counts
 @given(times_and_grid(), st.data())
 def test_rolling_share_against_brute_force(tg, data):
     t, grid = tg
@@ -53,6 +54,7 @@ def test_rolling_share_against_brute_force(tg, data):
             assert math.isnan(v)
 
 
+@settings(deadline=None)  # timing varies on a loaded machine; the oracle is what counts
 @given(times_and_grid(), st.data())
 def test_in_system_against_brute_force(tg, data):
     t_in, grid = tg
@@ -63,6 +65,7 @@ def test_in_system_against_brute_force(tg, data):
         assert v == int(((t_in <= g) & (t_out > g)).sum())
 
 
+@settings(deadline=None)  # timing varies on a loaded machine; the oracle is what counts
 @given(times_and_grid(), st.data())
 def test_littles_law_against_brute_force(tg, data):
     arrival, grid = tg
@@ -202,6 +205,7 @@ def requests_with_places(draw):
     return req, pl.DataFrame({"request_id": ids, "lat": lat, "lng": lng})
 
 
+@settings(deadline=None)  # timing varies on a loaded machine; the oracle is what counts
 @given(requests_with_places(), st.sampled_from([4, 5, 6]))
 def test_cell_stats_against_brute_force(rp, precision):
     req, places = rp
