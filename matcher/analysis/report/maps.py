@@ -107,6 +107,12 @@ def metric_maps(runs: list[Run], stats: dict[str, pl.DataFrame], box, precision:
         sm = ScalarMappable(norm=norm, cmap=cmap)
         cb = fig.colorbar(sm, ax=axes, location="bottom", shrink=0.6, aspect=40, pad=0.02, extend="both")
         cb.set_label(cbar)
+        from matplotlib.patches import Patch
+
+        few_key = Patch(
+            facecolor=TOO_FEW, edgecolor="#bbbbbb", label=f"fewer than {cellmod.MIN_CELL_REQUESTS} requests"
+        )
+        fig.legend(handles=[few_key], loc="outside lower right", fontsize=8)
         caption = (
             f"{title} per geohash cell of the pickup point (precision {precision}, about {size}); x: longitude, "
             f"y: latitude. Grey: fewer than {cellmod.MIN_CELL_REQUESTS} requests (too few for a mean). One colour "
