@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from matcher.config import Policy
+
 from .common import Context, failed, figure, metro_files, synth_files
 
 REPO = Path(__file__).resolve().parent.parent
 NYC_DAY = REPO / "data" / "nyc-uber-2014-04-04.parquet"
 
 
-def _config(trace, out, *args: str, policy: str = "batch", window: float | None = None):
+def _config(trace, out, *args: str, policy: Policy = Policy.BATCH, window: float | None = None):
     """RunConfig through the CLI's own path (matcher.cli.config_from_args), as `matcher replay` builds it."""
     from matcher.cli import build_parser, config_from_args
 
@@ -180,12 +182,12 @@ def _nyc_trace(ctx: Context) -> Path:
 def wait_ratio_batch_vs_greedy(ctx: Context) -> dict:
     trace = _nyc_trace(ctx)
     res = {}
-    for policy, window in (("batch", 2.0), ("greedy", None)):
+    for policy, window in ((Policy.BATCH, 2.0), (Policy.GREEDY, None)):
         out = ctx.path("runs", f"nyc-{policy}")
         cfg = _config(trace, out, "--drivers", "150", "--seed", "0", policy=policy, window=window)
         ctx.log(f"  NYC day replay: {policy}")
         res[policy], _ = _replay(cfg)
-    b, g = res["batch"], res["greedy"]
+    b, g = res[Policy.BATCH], res[Policy.GREEDY]
     ratio = b["wait_s"]["mean"] / g["wait_s"]["mean"]
 
     def desc(s):

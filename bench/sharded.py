@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matcher.config import MatchConfig, ShardConfig
+from matcher.config import MatchConfig, Policy, ShardConfig
 from matcher.core.shard import Matches, ShardState, TickInput
 from matcher.dist.coordinator import merge_outputs
 from matcher.dist.sharding import RegionMap, is_shared
@@ -53,7 +53,7 @@ def _sharded(rmap: RegionMap, n_shards: int, pings, reqs):
         p.owned = owner[sel] == s
         p.shared = shared[sel]
         outs.append(ShardState(s, CFG).tick(TickInput(1, NOW, p, NO_DROPS, reqs.take(np.flatnonzero(req_shard == s)))))
-    merged = merge_outputs(outs, reqs, owner, "batch", CFG)
+    merged = merge_outputs(outs, reqs, owner, Policy.BATCH, CFG)
     per_shard = [o.pending for o in outs]
     return merged.matches, merged.deferred, float(shared.mean()), per_shard
 

@@ -10,7 +10,7 @@ import sys
 import traceback
 from dataclasses import replace
 
-from matcher.config import MatchConfig, RunConfig, ShardConfig, SimConfig
+from matcher.config import MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
 from matcher.errors import MatcherError
 
 
@@ -163,7 +163,7 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
     )
 
 
-def config_from_args(a: argparse.Namespace, policy: str = "batch", window: float | None = None) -> RunConfig:
+def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, window: float | None = None) -> RunConfig:
     """The one place options become config."""
     backend = a.backend or ("ray" if a.shards > 1 else "inprocess")
     sim = SimConfig(
@@ -210,7 +210,7 @@ def _cmd_replay(a) -> int:
     elif a.trace is None or a.out is None:
         a.parser.error("replay needs TRACE and --out (or --resume OUT)")
     else:
-        summary = run_replay(config_from_args(a, policy=a.policy))
+        summary = run_replay(config_from_args(a, policy=Policy(a.policy)))
     if not a.quiet:
         print(format_summary([summary]))
     return 0
@@ -272,7 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="replay a trace and write a run folder")
     _run_options(r, resumable=True)
-    r.add_argument("--policy", choices=("batch", "greedy"), default="batch", help="matching policy (default batch)")
+    r.add_argument(
+        "--policy",
+        choices=[p.value for p in Policy],
+        default=Policy.BATCH.value,
+        help="matching policy (default batch)",
+    )
     r.add_argument(
         "--resume",
         metavar="OUT",

@@ -7,6 +7,7 @@ below the edge reads the environment or argv.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 # Vehicle and ride types travel as small integer codes in every hot array.
 VEHICLE_TYPES: tuple[str, ...] = ("uberx", "xl", "black")
@@ -19,6 +20,16 @@ DEFAULT_COMPAT: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("xl", ("xl",)),
     ("black", ("black",)),
 )
+
+
+class Policy(StrEnum):
+    """How each tick assigns drivers. The value is the spelling of the CLI (``--policy``,
+    ``--policies``) and of the files (``summary.json``/``meta.json`` ``"policy"``); parse text
+    with ``Policy(text)`` at the edge (ValueError on anything else). A StrEnum, so a value
+    read back from a file compares equal to its member."""
+
+    BATCH = "batch"  # min-cost assignment of the tick's whole batch (matcher.core.assignment.solve_batch)
+    GREEDY = "greedy"  # first come, first served: each request takes its cheapest free driver
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class MatchConfig:
 class SimConfig:
     """The world the matcher is replayed against (all times in seconds)."""
 
-    policy: str = "batch"  # batch | greedy
+    policy: Policy = Policy.BATCH
     window_s: float = 2.0  # batch tick; greedy reacts every greedy_step_s
     greedy_step_s: float = 1.0
     patience_s: float = 300.0  # unmatched this long -> expire
@@ -70,7 +81,7 @@ class SimConfig:
 
     @property
     def step_s(self) -> float:
-        return self.window_s if self.policy == "batch" else self.greedy_step_s
+        return self.window_s if self.policy == Policy.BATCH else self.greedy_step_s
 
 
 @dataclass(frozen=True)

@@ -465,7 +465,7 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to path via a temp file in the same folder and a rename (never a half-written file)."""
+    """Write JSON (NaN/inf as null) atomically and durably: :func:`matcher.io.atomic.write_json`."""
     atomic.write_json(path, clean_json(obj))
 
 

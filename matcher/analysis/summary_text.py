@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from matcher.config import Policy
+
 
 def run_label(summary: dict) -> str:
     """summary["label"], else ``greedy`` / ``batch-2s`` from policy and window."""
@@ -12,8 +14,8 @@ def run_label(summary: dict) -> str:
         return str(summary["label"])
     policy = summary.get("policy") or "run"
     window = summary.get("window_s")
-    if policy == "batch" and window is not None:
-        return f"batch-{window:g}s"
+    if policy == Policy.BATCH and window is not None:
+        return f"{Policy.BATCH.value}-{window:g}s"
     return str(policy)
 
 

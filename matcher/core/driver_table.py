@@ -171,9 +171,7 @@ class DriverTable:
         counts = dict.fromkeys(PING_REASONS, 0)
         if n == 0:
             return counts
-        ok = (
-            np.isfinite(p.lat) & np.isfinite(p.lng) & (np.abs(p.lat) <= 90) & (np.abs(p.lng) <= 180) & np.isfinite(p.ts)
-        )
+        ok = geo.valid_coords(p.lat, p.lng) & np.isfinite(p.ts)
         counts["bad_coordinate"] = int(n - ok.sum())
         for reason, good in (
             ("unknown_status", (p.status >= 0) & (p.status < _N_STATUS)),

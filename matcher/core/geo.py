@@ -107,7 +107,11 @@ def _precision_arg(precision: ArrayLike) -> int | I64Array:
 
 
 def valid_coords(lat: ArrayLike, lng: ArrayLike) -> BoolArray:
-    """Bool mask: finite, |lat| <= 90 and |lng| <= 180 (NaN and inf are invalid)."""
+    """Bool mask: finite, |lat| <= 90 and |lng| <= 180 (NaN and inf are invalid).
+
+    The one coordinate check of the project: traces, importers, driver pings and the
+    sharding all call this, so a point is valid in one place iff it is valid in all.
+    """
     lat = np.asarray(lat, dtype=np.float64)
     lng = np.asarray(lng, dtype=np.float64)
     # NaN compares False, so finiteness comes for free.

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from matcher.config import MatchConfig
+from matcher.config import MatchConfig, Policy
 from matcher.core.arrays import F64Array, I64Array
 from matcher.core.assignment import Edges, components, solve_batch, solve_greedy, unmatched_penalty
 from matcher.core.candidates import RequestBatch, find_candidates
@@ -43,7 +43,7 @@ class TickInput:
     pings: Pings
     drop_keys: I64Array  # drivers that left this shard (handoff out / halo exit)
     requests: RequestBatch
-    policy: str = "batch"
+    policy: Policy = Policy.BATCH
     budget_ms: float = float("inf")  # predicted solve time past this: the shard uses greedy this tick
     reset: bool = False  # the pings are the shard's whole state: start from an empty table
     expect_state: bool = False  # the shard should already hold drivers (else it lost them: restarted)
@@ -147,7 +147,7 @@ class ShardState:
         # here, in a rebuilt table and in the coordinator's solve
         e = Edges(cand.req[loc], t.key[cand.row[loc]], cand.cost[loc])
         fallback = False
-        if inp.policy == "greedy":
+        if inp.policy == Policy.GREEDY:
             dkey, _ = solve_greedy(n, e, greedy_order(reqs))
         elif self._ms_per_edge * len(e) > inp.budget_ms:
             # the optimal solve would blow the tick budget: keep the tick alive with greedy
@@ -197,7 +197,7 @@ def greedy_order(reqs: RequestBatch) -> I64Array:
     return np.lexsort((reqs.idx, -reqs.wait_s))
 
 
-def solve_deferred(deferred: Matches, req_idx: I64Array, wait_s: F64Array, policy: str, cfg: MatchConfig) -> Matches:
+def solve_deferred(deferred: Matches, req_idx: I64Array, wait_s: F64Array, policy: Policy, cfg: MatchConfig) -> Matches:
     """The coordinator's solve of all shards' border components, as one problem.
 
     ``req_idx``/``wait_s`` describe the deferred requests; edges refer to them by idx
@@ -209,7 +209,7 @@ def solve_deferred(deferred: Matches, req_idx: I64Array, wait_s: F64Array, polic
     srt = np.argsort(req_idx)
     pos = srt[np.searchsorted(req_idx, deferred.req, sorter=srt)]
     e = Edges(pos, deferred.key, deferred.eta)
-    if policy == "greedy":
+    if policy == Policy.GREEDY:
         rb_order = np.lexsort((req_idx, -wait_s))
         dkey, _ = solve_greedy(n, e, rb_order)
     else:

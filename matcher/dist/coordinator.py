@@ -23,9 +23,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from matcher.config import MatchConfig, ShardConfig
+from matcher.config import MatchConfig, Policy, ShardConfig
 from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
+from matcher.core.states import DriverStatus
 from matcher.core.shard import Matches, TickInput, TickOutput, solve_deferred
 from matcher.dist.backend import ShardBackend
 from matcher.dist.ring import popcount64
@@ -114,7 +115,7 @@ class Merged:
 
 
 def merge_outputs(
-    outs: list[TickOutput], reqs: RequestBatch, owner: I32Array, policy: str, match: MatchConfig
+    outs: list[TickOutput], reqs: RequestBatch, owner: I32Array, policy: Policy, match: MatchConfig
 ) -> Merged:
     """THE merge step of shard outputs (coordinator, tests and bench all use it).
 
@@ -195,7 +196,7 @@ class Coordinator:
         self.known[p.key] = True
 
     def tick(
-        self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: str
+        self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: Policy
     ) -> tuple[Matches, I32Array, TickStats]:
         """One tick on all shards. Returns (matches, offering shard per match, stats)."""
         self._remember(pings)
@@ -272,7 +273,7 @@ def _empty_reports(n: int) -> Pings:
         lng=np.zeros(n),
         heading=np.zeros(n, np.float32),
         speed=np.zeros(n, np.float32),
-        status=np.zeros(n, np.int8),
+        status=np.full(n, DriverStatus.AVAILABLE, np.int8),
         vehicle=np.zeros(n, np.int8),
         rating=np.zeros(n, np.float32),
         ts=np.full(n, -np.inf),

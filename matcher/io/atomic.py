@@ -1,5 +1,10 @@
 """Files that appear whole or not at all: write to a hidden temporary name in the
-same folder, then rename into place (a rename within a folder is atomic).
+same folder, fsync it, then rename into place (a rename within a folder is atomic) and
+fsync the folder, so that after a crash or a power cut ``path`` holds the old file or the
+whole new one, never a torn or empty one.
+
+Every writer of the project goes through here: :func:`atomic_path` (JSON, text, event-log
+parts, checkpoints) and :class:`~matcher.io.writers.AtomicParquetWriter` (via :func:`commit`).
 
 A write that the environment refuses (a read-only folder, a full disk, a file
 where a folder should be) raises :class:`~matcher.errors.MatcherError` with one
@@ -55,11 +60,40 @@ def cannot_write(path: str | os.PathLike, exc: BaseException) -> MatcherError:
     return MatcherError(f"{os.fspath(path)}: cannot write ({short_error(exc)})")
 
 
+def _fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable. Best effort: some platforms and file systems cannot
+    open or fsync a folder; the file's content was synced already, only the rename may be lost."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """fsync the written temporary file ``tmp``, rename it to ``path`` and fsync the folder.
+
+    Raises ``OSError`` as is (the callers turn it into their one-line error and remove ``tmp``)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path to write; on success it is renamed to ``path``, on error removed.
+    """Yields a temporary path to write (and close); on success it is committed to ``path``
+    (fsync, rename, fsync of the folder: :func:`commit`), on error removed.
 
-    An ``OSError`` (raised by the writer or the rename) becomes a MatcherError naming ``path``."""
+    An ``OSError`` (raised by the writer or the commit) becomes a MatcherError naming ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +102,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_name(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        commit(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise cannot_write(path, e) from None

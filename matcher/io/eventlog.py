@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from matcher.core.states import DriverStatus
 from matcher.io.atomic import atomic_path
 from matcher.io.schemas import EVENT_KINDS, EVENTS, LOCATIONS
 
@@ -157,7 +158,8 @@ class EventLog:
 class LocationLog:
     """Driver location history (``--record-locations``): one row per driver per ping interval."""
 
-    STATUS = pa.array(["available", "offered", "en_route", "on_trip", "offline"], pa.string())
+    # status code -> the name written (the enum's, lower-cased: available, offered, en_route, on_trip, offline)
+    STATUS = pa.array([DriverStatus(code).name.lower() for code in range(len(DriverStatus))], pa.string())
 
     def __init__(
         self, folder: Path, driver_ids: pa.Array, t0_ms: int, rows_per_file: int = 1_000_000, first_part: int = 0

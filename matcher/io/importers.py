@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from matcher.core import geo
 from matcher.errors import MatcherError, TraceError
 from matcher.io.schemas import REQUESTS, TS
 from matcher.io.trace import concat_quarantine, quarantine_table, write_quarantine, write_table
@@ -262,8 +263,7 @@ def _ids(prefix: str, rows: np.ndarray, width: int) -> pa.Array:
 def _pickup_reasons(plat: np.ndarray, plng: np.ndarray, t_null: np.ndarray) -> np.ndarray:
     reason = np.full(len(plat), "", dtype=object)
     missing = np.isnan(plat) | np.isnan(plng) | (plat == 0.0) | (plng == 0.0)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(plat) | ~np.isfinite(plng) | (np.abs(plat) > 90) | (np.abs(plng) > 180)
+    bad = ~geo.valid_coords(plat, plng)
     reason[t_null] = "bad_pickup_time"
     reason[(reason == "") & missing] = "missing_gps"
     reason[(reason == "") & bad] = "bad_pickup_coordinate"
@@ -493,17 +493,7 @@ def import_tlc_yellow(files: list[str], out: str, day: str | None = None) -> Imp
                 dur = np.where((dur <= 0) & (dur_late > 0), dur_late, dur)
             reason[(reason == "") & ~np.isnan(dur) & (dur <= 0)] = "bad_trip_duration"
             dlat, dlng = _parse_floats(batch.column(c_dlat)), _parse_floats(batch.column(c_dlng))
-            with np.errstate(invalid="ignore"):
-                no_drop = (
-                    np.isnan(dlat)
-                    | np.isnan(dlng)
-                    | (dlat == 0)
-                    | (dlng == 0)
-                    | ~np.isfinite(dlat)
-                    | ~np.isfinite(dlng)
-                    | (np.abs(dlat) > 90)
-                    | (np.abs(dlng) > 180)
-                )
+            no_drop = (dlat == 0) | (dlng == 0) | ~geo.valid_coords(dlat, dlng)  # NaN: missing, invalid too
             dlat, dlng = np.where(no_drop, np.nan, dlat), np.where(no_drop, np.nan, dlng)
             rows = np.arange(row0, row0 + batch.num_rows, dtype=np.int64)
             conv = _Converted(_ids(prefix, rows, 8), local, utc, lat, lng, reason, dlat, dlng, dur)

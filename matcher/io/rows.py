@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from matcher.config import RIDE_TYPES, VEHICLE_TYPES
+from matcher.core import geo
 from matcher.io.schemas import DRIVERS, DRIVERS_REQUIRED, QUARANTINE_BASE, REQUESTS, REQUESTS_REQUIRED, TS
 
 __all__ = [
@@ -158,9 +159,7 @@ def empty_quarantine() -> pa.Table:
 
 def _check_coords(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
     """True where a present coordinate pair is unusable (NaN, inf, out of range)."""
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(lat) & np.isfinite(lng) & (np.abs(lat) <= 90.0) & (np.abs(lng) <= 180.0)
-    return ~ok
+    return ~geo.valid_coords(lat, lng)
 
 
 def _norm_category(arr: pa.Array, allowed: tuple[str, ...], default: str) -> tuple[pa.Array, np.ndarray]:

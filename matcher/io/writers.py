@@ -14,7 +14,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from matcher.io.atomic import cannot_write, temp_name
+from matcher.io.atomic import cannot_write, commit, temp_name
 from matcher.io.schemas import QUARANTINE_BASE
 
 __all__ = ["ROW_GROUP_ROWS", "AtomicParquetWriter", "concat_quarantine", "write_quarantine", "write_table"]
@@ -96,9 +96,7 @@ class AtomicParquetWriter:
         try:
             self._flush(final=True)
             self._writer.close()
-            with open(self.tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp, self.path)
+            commit(self.tmp, self.path)
         except (OSError, pa.ArrowException) as e:
             self.abort()
             raise cannot_write(self.path, e) from None

@@ -10,20 +10,21 @@ import math
 import os
 from pathlib import Path
 
+from matcher.config import Policy
 from matcher.errors import MatcherError
 
 DEFAULT_BATCH_WINDOW_S = 2.0
 
 
-def policy_label(policy: str, window: float | None) -> str:
-    return "greedy" if policy == "greedy" else f"batch-{window:g}s"
+def policy_label(policy: Policy, window: float | None) -> str:
+    return Policy.GREEDY.value if policy == Policy.GREEDY else f"{Policy.BATCH.value}-{window:g}s"
 
 
-def parse_policies(spec: str) -> list[tuple[str, str, float | None]]:
+def parse_policies(spec: str) -> list[tuple[str, Policy, float | None]]:
     """``"greedy,batch:2,batch:10"`` -> ``[("greedy", "greedy", None), ("batch-2s", "batch", 2.0),
     ("batch-10s", "batch", 10.0)]``. ``batch`` alone is ``batch:2``. Raises MatcherError (one line)
     on an empty list, an unknown policy, a bad window or a duplicate."""
-    out: list[tuple[str, str, float | None]] = []
+    out: list[tuple[str, Policy, float | None]] = []
     items = [p.strip() for p in (spec or "").split(",")]
     if not any(items):
         raise MatcherError("--policies: empty list (expected e.g. greedy,batch:2,batch:10)")
@@ -31,11 +32,11 @@ def parse_policies(spec: str) -> list[tuple[str, str, float | None]]:
         if not item:
             raise MatcherError(f"--policies: empty item in {spec!r}")
         name, sep, arg = (x.strip() for x in item.partition(":"))
-        if name == "greedy":
+        if name == Policy.GREEDY:
             if sep:
                 raise MatcherError(f"--policies: greedy takes no window: {item!r}")
-            policy, window = "greedy", None
-        elif name == "batch":
+            policy, window = Policy.GREEDY, None
+        elif name == Policy.BATCH:
             if not sep:
                 window = DEFAULT_BATCH_WINDOW_S
             else:
@@ -45,7 +46,7 @@ def parse_policies(spec: str) -> list[tuple[str, str, float | None]]:
                     raise MatcherError(f"--policies: bad batch window in {item!r} (expected batch:SECONDS)") from None
                 if not math.isfinite(window) or window <= 0:
                     raise MatcherError(f"--policies: batch window must be > 0 seconds: {item!r}")
-            policy = "batch"
+            policy = Policy.BATCH
         else:
             raise MatcherError(f"--policies: unknown policy {item!r} (expected greedy or batch:SECONDS)")
         label = policy_label(policy, window)
@@ -55,7 +56,7 @@ def parse_policies(spec: str) -> list[tuple[str, str, float | None]]:
     return out
 
 
-def run_compare(args, policies: list[tuple[str, str, float | None]], config_from_args) -> dict:
+def run_compare(args, policies: list[tuple[str, Policy, float | None]], config_from_args) -> dict:
     """Replay args.trace once per policy into args.out/<label>/, then write compare.json and report.html.
 
     Every run gets the same trace, fleet (args.drivers) and seed: only policy and window differ.

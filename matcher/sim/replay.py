@@ -23,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 
 from matcher.analysis import metrics
-from matcher.config import RIDE_TYPES, RunConfig
+from matcher.config import RIDE_TYPES, Policy, RunConfig
 from matcher.core.candidates import RequestBatch
+from matcher.core.states import DriverStatus
 from matcher.dist.backend import make_backend
 from matcher.dist.coordinator import Coordinator, make_router
 from matcher.errors import MatcherError
@@ -98,8 +99,8 @@ class LoopState:
 def run_replay(cfg: RunConfig, progress=None) -> dict:
     """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary."""
     sim = cfg.sim
-    if sim.policy not in ("batch", "greedy"):
-        raise MatcherError(f"unknown policy {sim.policy!r}")
+    if sim.policy not in tuple(Policy):
+        raise MatcherError(f"unknown policy {sim.policy!r} (expected {' or '.join(Policy)})")
     out = Path(cfg.out)
     inputs = _load_inputs(cfg)
     _prepare_out(out)
@@ -223,8 +224,8 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         tick_table = tick_table.set_column(1, "ts", ts.cast(TICKS_SCHEMA.field("ts").type))
     trace.write_table(tick_table, out / "ticks.parquet", TICKS_SCHEMA)
     meta = {
-        "policy": sim.policy,
-        "window_s": sim.window_s if sim.policy == "batch" else None,
+        "policy": Policy(sim.policy).value,
+        "window_s": sim.window_s if sim.policy == Policy.BATCH else None,
         "shards": cfg.shard.shards,
         "backend": cfg.shard.backend,
         "seed": sim.seed,
@@ -347,7 +348,7 @@ def _record(world: World, locations: LocationLog, last_rec: float, t: float, k: 
     b = (math.floor(last_rec / iv) + 1) * iv if np.isfinite(last_rec) else 0.0
     while b <= t:
         world.advance(b, k)
-        keys = np.flatnonzero(world.status != 4)  # online drivers
+        keys = np.flatnonzero(world.status != DriverStatus.OFFLINE)  # online drivers
         lat, lng, hd, sp = world.position(keys, b)
         locations.add(b, keys, lat, lng, hd, sp, world.status[keys])
         last_rec = b
