@@ -29,8 +29,7 @@ from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.shard import ShardState, TickInput
 from matcher.core.states import DriverStatus
-from matcher.dist.backend import InProcessBackend
-from matcher.sim import replay as replay_mod
+from matcher.dist.backend import InProcessBackend, make_backend
 from matcher.sim.replay import run_replay
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +111,7 @@ def ray_baseline(ray_session, small_trace, tmp_path_factory) -> Path:
 
 @pytest.mark.ray
 @pytest.mark.parametrize("when", ["before_fanout", "during_tick"])
-def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tmp_path, monkeypatch, when):
+def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tmp_path, when):
     """SIGKILL one shard actor's worker process after some ticks; Ray restarts it, the
     coordinator rebuilds it from the latest driver reports and re-runs the tick.
 
@@ -121,37 +120,39 @@ def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tm
     either dies with the process and is retried, or completed and the next one finds
     the shard restarted: the same outcome either way).
     """
-    from matcher.dist import ray_backend
-
     kill_at = {120: 1, 300: 0}  # backend tick call -> shard to kill (the run makes ~550 calls)
     calls = {"n": 0}
     killed: list[tuple[int, int]] = []  # (shard, pid)
     replaced: list[tuple[int, int, int]] = []  # (shard, old pid, new pid)
-    orig_tick = ray_backend.RayBackend.tick
 
-    def tick(self, inputs):
-        calls["n"] += 1
-        s = kill_at.get(calls["n"])
-        if s is None:
-            return orig_tick(self, inputs)
-        pid = self.pids()[s]
-        killed.append((s, pid))
-        if when == "before_fanout":
-            os.kill(pid, signal.SIGKILL)
-            outs = orig_tick(self, inputs)
-        else:
-            th = threading.Thread(target=os.kill, args=(pid, signal.SIGKILL))
-            th.start()
-            outs = orig_tick(self, inputs)
-            th.join()
-        # Ray has restarted the shard: it answers from a new process
-        replaced.append((s, pid, self.pids()[s]))
-        return outs
+    def killing(shard, match, run_name):
+        b = make_backend(shard, match, run_name)
+        orig_tick = b.tick
 
-    monkeypatch.setattr(ray_backend.RayBackend, "tick", tick)
+        def tick(inputs, answer):
+            calls["n"] += 1
+            s = kill_at.get(calls["n"])
+            if s is None:
+                return orig_tick(inputs, answer)
+            pid = b.pids()[s]
+            killed.append((s, pid))
+            if when == "before_fanout":
+                os.kill(pid, signal.SIGKILL)
+                outs = orig_tick(inputs, answer)
+            else:
+                th = threading.Thread(target=os.kill, args=(pid, signal.SIGKILL))
+                th.start()
+                outs = orig_tick(inputs, answer)
+                th.join()
+            # Ray has restarted the shard: it answers from a new process
+            replaced.append((s, pid, b.pids()[s]))
+            return outs
+
+        b.tick = tick  # this backend only
+        return b
 
     out = tmp_path / "run"
-    run_replay(_cfg(small_trace, out, "ray"))
+    run_replay(_cfg(small_trace, out, "ray"), backend_factory=killing)
 
     assert [s for s, _ in killed] == [1, 0], "the kills did not happen (the run made fewer backend calls?)"
     assert len(replaced) == len(killed)
@@ -195,22 +196,26 @@ class FlakyBackend(InProcessBackend):
         self.shards[s] = ShardState(s, self.match)
         self.crashed.append(s)
 
-    def tick(self, inputs):
+    def tick(self, inputs, answer):
         self.calls += 1
-        if self._armed and any(i.reset for i in inputs):  # the coordinator's rebuild-and-retry
+        if self._armed and any(i is not None and i.reset for i in inputs):  # the coordinator's rebuild-and-retry
             self._armed = False
             for s, inp in enumerate(inputs):
-                if not inp.reset:
+                if inp is None or not inp.reset:
                     self._crash(s)
         s = self.crash_at.get(self.calls)
         if s is not None:
             self._crash(s)
             self._armed = self.on_retry
-        outs = super().tick(inputs)
+        outs = super().tick(inputs, answer)
         if not self.twice:
             return outs
-        again = super().tick(inputs)
+        n_late = len(self._late)
+        again = super().tick(inputs, answer)
+        del self._late[n_late:]  # the second delivery's unanswered outputs: already listed once
         for inp, a, b in zip(inputs, outs, again):
+            if a is None:  # not answered (or nothing sent)
+                continue
             if a.restarted:  # an empty shard keeps saying so until it is rebuilt
                 assert b.restarted
             elif inp.reset:  # a rebuild from full state is recomputed, to the same answer
@@ -239,7 +244,7 @@ def inprocess_baseline(small_trace, tmp_path_factory) -> Path:
     ids=["crashes", "second-crash-during-the-retry", "crash-and-every-tick-twice"],
 )
 def test_simulated_restarts_and_retries_keep_the_run(
-    small_trace, inprocess_baseline, tmp_path, monkeypatch, crash_at, twice, on_retry, restarts
+    small_trace, inprocess_baseline, tmp_path, crash_at, twice, on_retry, restarts
 ):
     made: list[FlakyBackend] = []
 
@@ -247,9 +252,8 @@ def test_simulated_restarts_and_retries_keep_the_run(
         made.append(FlakyBackend(shard.shards, match, crash_at, twice, on_retry))
         return made[-1]
 
-    monkeypatch.setattr(replay_mod, "make_backend", make)
     out = tmp_path / "run"
-    run_replay(_cfg(small_trace, out, "inprocess"))
+    run_replay(_cfg(small_trace, out, "inprocess"), backend_factory=make)
     assert len(made[0].crashed) == restarts
     assert _run_json(out)["shard_restarts"] == restarts
     _assert_same_run(out, inprocess_baseline)

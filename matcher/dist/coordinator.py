@@ -12,7 +12,13 @@ Guarantees (with the shard's, see :mod:`matcher.core.shard`):
   driver that moves into another shard's region is handed off (dropped by the
   old shards, inserted by the new) in the same tick, never lost or duplicated;
 - a driver is offered by exactly one shard per tick, and the merged result has
-  the objective of one global solve.
+  the objective of one global solve;
+- a shard is waited for only when its answer can hold a match (:mod:`matcher.dist.answer`);
+  the others' inputs go without waiting (:mod:`matcher.dist.backend`), and the event log is
+  the one of waiting for every shard;
+- a shard lost for good (its restarts used up) has its regions moved to the living
+  shards, which are rebuilt from the latest reports, and the tick is run again;
+  ``lost`` (run.json ``lost_shards``) says when and why.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ import numpy as np
 import numpy.typing as npt
 
 from matcher.config import MatchConfig, Policy, ShardConfig
-from matcher.core.candidates import RequestBatch
+from matcher.core.candidates import RequestBatch, compat_matrix
 from matcher.core.driver_table import Pings
 from matcher.core.states import DriverStatus
 from matcher.core.shard import Matches, TickInput, TickOutput, solve_deferred
-from matcher.dist.backend import ShardBackend
+from matcher.dist.answer import doubtful_reports, needs_answer
+from matcher.dist.backend import ShardBackend, ShardLostError
 from matcher.dist.ring import popcount64
+from matcher.errors import MatcherError
 
 I32Array = npt.NDArray[np.int32]
 U64Array = npt.NDArray[np.uint64]
@@ -53,6 +61,10 @@ class Router(Protocol):
         """The pending pickups of a tick (the load that may move regions)."""
         ...
 
+    def remove_shard(self, shard: int) -> None:
+        """A shard is lost for good: its regions go to the living shards (MatcherError if none is left)."""
+        ...
+
 
 class SingleRouter:
     """Everything on shard 0 (one shard: no borders)."""
@@ -68,6 +80,9 @@ class SingleRouter:
 
     def observe(self, lat: Any, lng: Any) -> None:
         return None
+
+    def remove_shard(self, shard: int) -> None:
+        raise MatcherError(f"shard {shard}, the only one, is lost (its restarts are used up)")
 
 
 class GeoRouter:
@@ -90,6 +105,12 @@ class GeoRouter:
 
     def route_requests(self, lat: Any, lng: Any) -> I32Array:
         return self.map.route_requests(lat, lng)
+
+    def remove_shard(self, shard: int) -> None:
+        """The ring moves only the lost shard's regions, to the living shards."""
+        if len(self.map.shards) <= 1:
+            raise MatcherError(f"shard {shard}, the last living one, is lost (its restarts are used up)")
+        self.map.remove_shard(shard)
 
     def observe(self, lat: Any, lng: Any) -> None:
         """Pending requests of a tick: smoothed per-region load drives splits and merges."""
@@ -163,6 +184,11 @@ class Coordinator:
         self.restarts = 0
         self.failures: list[tuple[int, str]] = []
         self.refusals: dict[str, int] = {}
+        self.compat = compat_matrix(match.compat)  # [ride type, vehicle]: may serve
+        self.doubtful = np.zeros(n_drivers, bool)  # a report of it may have been refused by a shard
+        self.lost: list[dict[str, Any]] = []  # shards lost for good: {"shard", "tick", "reason"}
+        self.answered = 0  # shard answers waited for
+        self.unanswered = 0  # shard inputs sent without waiting
 
     def attach(self, backend: ShardBackend) -> None:
         """Drive a new set of (empty) shards, e.g. after a resume: the next tick rebuilds them."""
@@ -180,6 +206,25 @@ class Coordinator:
         d["backend"] = None  # shards are rebuilt, never pickled
         return d
 
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        # checkpoints written before these fields existed: every driver is doubtful (answer always)
+        d.setdefault("compat", compat_matrix(d["match"].compat))
+        d.setdefault("doubtful", np.ones(len(d["known"]), bool))
+        d.setdefault("lost", [])
+        d.setdefault("answered", 0)
+        d.setdefault("unanswered", 0)
+        self.__dict__.update(d)
+
+    def _count(self, outs: list[TickOutput]) -> None:
+        for o in outs:
+            for r, c in o.ping_refusals.items():
+                self.refusals[r] = self.refusals.get(r, 0) + c
+
+    def finish(self) -> None:
+        """Wait for the inputs sent without waiting (end of run, checkpoint): their refusals count."""
+        if self.backend is not None:
+            self._count(self.backend.drain())
+
     def _rebuild_input(self, s: int, inp: TickInput) -> TickInput:
         bit = np.uint64(1) << np.uint64(s)
         sel = np.flatnonzero(self.known & ((self.member & bit) != 0))
@@ -191,6 +236,7 @@ class Coordinator:
         )
 
     def _remember(self, p: Pings) -> None:
+        self.doubtful[p.key[doubtful_reports(p, self.latest.ts)]] = True
         for f in fields(Pings):
             getattr(self.latest, f.name)[p.key] = getattr(p, f.name)
         self.known[p.key] = True
@@ -235,23 +281,35 @@ class Coordinator:
                     expect_state=self.started[s],
                 )
             )
-        outs: list[TickOutput] = self.backend.tick(inputs)
-        lost = [o.shard for o in outs if o.restarted]
-        while lost:
-            # a shard came back empty after a crash: rebuild it from the latest reports and
-            # run the same tick again (the others answer from their stored result); again if
-            # another shard died meanwhile (a rebuilt shard never answers `restarted`, so this
-            # loops only on real process deaths, which Ray bounds with max_restarts)
-            self.restarts += len(lost)
-            for s in lost:
-                inputs[s] = self._rebuild_input(s, inputs[s])
-            outs = self.backend.tick(inputs)
+        answer = needs_answer(
+            inputs, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
+        )
+        try:
+            outs = [o for o in self.backend.tick(inputs, answer) if o is not None]
             lost = [o.shard for o in outs if o.restarted]
+            while lost:
+                # a shard came back empty after a crash: rebuild it from the latest reports and
+                # run the same tick again (the others answer from their stored result); again if
+                # another shard died meanwhile (a rebuilt shard never answers `restarted`, so this
+                # loops only on real process deaths, which Ray bounds with max_restarts)
+                self.restarts += len(lost)
+                for s in lost:
+                    inputs[s] = self._rebuild_input(s, inputs[s])
+                again = [inputs[s] if answer[s] else None for s in range(self.k)]
+                outs = [o for o in self.backend.tick(again, answer) if o is not None]
+                lost = [o.shard for o in outs if o.restarted]
+        except ShardLostError as e:
+            # its regions move to the living shards; a new region version re-sends every
+            # report with reset, so the living shards are rebuilt, and the tick runs again
+            self.router.remove_shard(e.shard)  # MatcherError if it was the last one
+            self.lost.append({"shard": e.shard, "tick": tick, "reason": e.detail})
+            return self.tick(tick, now, pings, reqs, policy)
+        self.answered += len(outs)
+        self.unanswered += self.k - sum(answer)
         for s in range(self.k):
             self.started[s] = True
-        for o in outs:
-            for r, c in o.ping_refusals.items():
-                self.refusals[r] = self.refusals.get(r, 0) + c
+        self._count(outs)
+        self._count(self.backend.late())
         merged = merge_outputs(outs, reqs, self.owner, policy, self.match)
         if len(reqs):
             self.router.observe(reqs.lat, reqs.lng)

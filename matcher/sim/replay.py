@@ -26,7 +26,7 @@ from matcher.analysis import metrics
 from matcher.config import RIDE_TYPES, Policy, RunConfig
 from matcher.core.candidates import RequestBatch
 from matcher.core.states import DriverStatus
-from matcher.dist.backend import make_backend
+from matcher.dist.backend import BackendFactory, make_backend
 from matcher.dist.coordinator import Coordinator, make_router
 from matcher.errors import MatcherError
 from matcher.io import trace
@@ -96,8 +96,11 @@ class LoopState:
     next_checkpoint: float = 0.0
 
 
-def run_replay(cfg: RunConfig, progress=None) -> dict:
-    """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary."""
+def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = make_backend) -> dict:
+    """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary.
+
+    ``backend_factory(shard_cfg, match_cfg, run_name)`` makes the shard backend (default:
+    ``make_backend``, which reads ``cfg.shard.backend``); tests pass their own."""
     sim = cfg.sim
     if sim.policy not in tuple(Policy):
         raise MatcherError(f"unknown policy {sim.policy!r} (expected {' or '.join(Policy)})")
@@ -105,7 +108,7 @@ def run_replay(cfg: RunConfig, progress=None) -> dict:
     inputs = _load_inputs(cfg)
     _prepare_out(out)
     trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
-    return _run(cfg, inputs, resume=None, progress=progress)
+    return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory)
 
 
 # Modules of the flat 0.1 layout (matcher.world, ...) and where they live now: a
@@ -130,7 +133,9 @@ class _CheckpointUnpickler(pickle.Unpickler):
         return super().find_class(_MOVED_MODULES.get(module, module), name)
 
 
-def resume_replay(out_dir: str, progress=None, quiet: bool | None = None) -> dict:
+def resume_replay(
+    out_dir: str, progress=None, quiet: bool | None = None, backend_factory: BackendFactory = make_backend
+) -> dict:
     """Continue an interrupted run from its last complete checkpoint (``matcher replay --resume OUT``).
 
     Events written after the checkpoint are discarded and produced again, so the
@@ -155,7 +160,7 @@ def resume_replay(out_dir: str, progress=None, quiet: bool | None = None) -> dic
             if int(f.stem.split("-")[1]) >= first:
                 f.unlink()  # written after the checkpoint: they will be written again
     remove_leftovers(out)  # a part file that was being written when the run died
-    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress)
+    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
 
 
 @dataclass
@@ -178,13 +183,13 @@ def _load_inputs(cfg: RunConfig) -> Inputs:
     return Inputs(reqs, request_ids, t0_ms, fleet, driver_ids, q)
 
 
-def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
+def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_factory: BackendFactory) -> dict:
     wall0 = time.perf_counter()
     sim, out = cfg.sim, Path(cfg.out)
     reqs, request_ids, t0_ms = inputs.reqs, inputs.request_ids, inputs.t0_ms
     fleet, driver_ids = inputs.fleet, inputs.driver_ids
     n_quarantined = sum(q.num_rows for q in inputs.quarantine)
-    backend = make_backend(cfg.shard, cfg.match, run_name=f"matcher-{out.name}-{int(time.time())}")
+    backend = backend_factory(cfg.shard, cfg.match, f"matcher-{out.name}-{int(time.time())}")
     try:
         if resume is None:
             log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
@@ -212,6 +217,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
             coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
+        coord.finish()  # the shard inputs sent without waiting: done, refusals counted
     finally:
         backend.close()
     log.flush()
@@ -236,6 +242,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         "wall_seconds": base_wall + time.perf_counter() - wall0,
         "handoffs": coord.handoffs,
         "shard_restarts": coord.restarts,
+        "lost_shards": coord.lost,
         "refused_pings": dict(coord.refusals),
         "resumed": resume is not None,
         "failed_ticks": st.failed_ticks,
@@ -257,6 +264,7 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
     if locations is not None:
         locations.flush()
     st.wall_before = wall_so_far
+    coord.finish()
     state = {
         "cfg": cfg,
         "world": world,
