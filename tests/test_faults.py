@@ -9,10 +9,12 @@ of the same run without the fault.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,9 @@ from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.shard import ShardState, TickInput
 from matcher.core.states import DriverStatus
-from matcher.dist.backend import InProcessBackend, make_backend
-from matcher.sim.replay import run_replay
+from matcher.dist.backend import InProcessBackend, ShardLostError, make_backend
+from matcher.errors import RunStopped
+from matcher.sim.replay import resume_replay, run_replay
 
 REPO = Path(__file__).resolve().parents[1]
 TRACE = REPO / "data" / "synth-small.parquet"
@@ -342,3 +345,70 @@ def test_restarted_shard_says_so_and_rebuilds_to_the_same_answer():
         np.testing.assert_array_equal(getattr(rebuilt.matches, name), getattr(want.matches, name), err_msg=name)
     # and a retry of that tick now answers from the stored result
     assert fresh.tick(inp) is rebuilt
+
+
+# --------------------------------------------------------------------------- restarts used up
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_shard_that_dies_more_often_than_max_restarts_has_its_regions_moved(ray_session, small_trace, tmp_path):
+    """max_restarts=1: the first SIGKILL is a restart, the second kills shard 1 for good. The
+    run goes on, its regions on shard 0, with no tick given up and no per-tick wait, and
+    run.json says which shard was lost and when."""
+    kill_at = {60: 1, 200: 1}
+    calls = {"n": 0}
+
+    def killing(shard, match, run_name):
+        b = make_backend(shard, match, run_name)
+        orig_tick = b.tick
+
+        def tick(inputs, answer):
+            calls["n"] += 1
+            s = kill_at.get(calls["n"])
+            if s is not None:
+                os.kill(b.pids()[s], signal.SIGKILL)
+            return orig_tick(inputs, answer)
+
+        b.tick = tick
+        return b
+
+    cfg = _cfg(small_trace, tmp_path / "run", "ray")
+    cfg = dataclasses.replace(cfg, shard=dataclasses.replace(cfg.shard, max_restarts=1, tick_timeout_s=20))
+    t0 = time.monotonic()
+    run_replay(cfg, backend_factory=killing)
+    wall = time.monotonic() - t0
+    out = tmp_path / "run"
+    meta = _run_json(out)
+    assert [x["shard"] for x in meta["lost_shards"]] == [1], meta["lost_shards"]
+    lost_at = meta["lost_shards"][0]["tick"]
+    assert meta["failed_ticks"] == 0
+    assert check_run(out) == []
+    ev = _events(out)
+    after = ev.filter((ev["kind"] == "match") & (ev["tick"] > lost_at))
+    assert after.height > 0 and set(after["shard"].to_list()) == {0}  # the living shard took over
+    assert wall < 120, f"{wall:.0f} s: a lost shard must not cost a wait per tick"
+
+
+class _LosesItsOnlyShard(InProcessBackend):
+    """One in-process shard that is lost for good at its 100th tick call (no Ray)."""
+
+    calls = 0
+
+    def tick(self, inputs, answer):
+        self.calls += 1
+        if self.calls == 100:
+            raise ShardLostError(0, "simulated: restarts used up")
+        return super().tick(inputs, answer)
+
+
+def test_losing_the_last_shard_stops_the_run_with_a_checkpoint_that_resumes(small_trace, tmp_path):
+    base = tmp_path / "base"
+    run_replay(_cfg(small_trace, base, "inprocess", shards=1))
+    out = tmp_path / "run"
+    cfg = _cfg(small_trace, out, "inprocess", shards=1)
+    with pytest.raises(RunStopped, match=r"shard 0.*is lost.*stopped at tick \d+ with a checkpoint: matcher replay"):
+        run_replay(cfg, backend_factory=lambda sh, m, name: _LosesItsOnlyShard(sh.shards, m))
+    assert (out / "checkpoint.pkl").exists() and not (out / "summary.json").exists()
+    resume_replay(str(out))  # new shards
+    _assert_same_run(out, base)

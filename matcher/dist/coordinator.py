@@ -37,7 +37,7 @@ from matcher.core.shard import Matches, TickInput, TickOutput, solve_deferred
 from matcher.dist.answer import doubtful_reports, needs_answer
 from matcher.dist.backend import ShardBackend, ShardLostError
 from matcher.dist.ring import popcount64
-from matcher.errors import MatcherError
+from matcher.errors import RunStopped
 
 I32Array = npt.NDArray[np.int32]
 U64Array = npt.NDArray[np.uint64]
@@ -62,7 +62,7 @@ class Router(Protocol):
         ...
 
     def remove_shard(self, shard: int) -> None:
-        """A shard is lost for good: its regions go to the living shards (MatcherError if none is left)."""
+        """A shard is lost for good: its regions go to the living shards (RunStopped if none is left)."""
         ...
 
 
@@ -82,7 +82,7 @@ class SingleRouter:
         return None
 
     def remove_shard(self, shard: int) -> None:
-        raise MatcherError(f"shard {shard}, the only one, is lost (its restarts are used up)")
+        raise RunStopped(f"shard {shard}, the only one, is lost (its restarts are used up)")
 
 
 class GeoRouter:
@@ -109,7 +109,7 @@ class GeoRouter:
     def remove_shard(self, shard: int) -> None:
         """The ring moves only the lost shard's regions, to the living shards."""
         if len(self.map.shards) <= 1:
-            raise MatcherError(f"shard {shard}, the last living one, is lost (its restarts are used up)")
+            raise RunStopped(f"shard {shard}, the last living one, is lost (its restarts are used up)")
         self.map.remove_shard(shard)
 
     def observe(self, lat: Any, lng: Any) -> None:
@@ -301,7 +301,7 @@ class Coordinator:
         except ShardLostError as e:
             # its regions move to the living shards; a new region version re-sends every
             # report with reset, so the living shards are rebuilt, and the tick runs again
-            self.router.remove_shard(e.shard)  # MatcherError if it was the last one
+            self.router.remove_shard(e.shard)  # RunStopped if it was the last one
             self.lost.append({"shard": e.shard, "tick": tick, "reason": e.detail})
             return self.tick(tick, now, pings, reqs, policy)
         self.answered += len(outs)

@@ -220,10 +220,8 @@ class RayBackend:
     def _alive(self, s: int, deadline: float) -> bool:
         """After a death: True once the restarted actor answers, False if it is dead for good."""
         while time.monotonic() < deadline:
-            try:
-                ray.get_actor(self.names[s])
-            except ValueError:
-                return False  # the name is gone: Ray gave up on the actor (restarts used up)
+            if self._state(s) == "DEAD":
+                return False  # Ray gave up on the actor: its restarts are used up
             try:
                 ray.get(self.actors[s].pid.remote(), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
                 return True
@@ -232,6 +230,14 @@ class RayBackend:
             except GetTimeoutError:
                 pass  # still restarting
         raise MatcherError(f"shard {s} did not come back within {self.cfg.tick_timeout_s:.0f} s of its death")
+
+    def _state(self, s: int) -> str:
+        """The actor's state in the GCS (ALIVE, RESTARTING, DEAD, ...); "" if it cannot be read."""
+        try:
+            info = ray._private.state.actors(self.actors[s]._actor_id.hex())  # no public API without a dashboard
+        except Exception:  # noqa: BLE001 - private API: fall back to waiting (bounded)
+            return ""
+        return str(info.get("State", "")) if isinstance(info, dict) else ""
 
     def _lose(self, s: int) -> None:
         self.dead.add(s)

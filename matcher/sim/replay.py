@@ -28,7 +28,7 @@ from matcher.core.candidates import RequestBatch
 from matcher.core.states import DriverStatus
 from matcher.dist.backend import BackendFactory, make_backend
 from matcher.dist.coordinator import Coordinator, make_router
-from matcher.errors import MatcherError
+from matcher.errors import MatcherError, RunStopped
 from matcher.io import trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
@@ -315,6 +315,13 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
             rb = RequestBatch(idx, world.r.plat[idx], world.r.plng[idx], world.r.ride_type[idx], wait, b_req, b_key)
             try:
                 m, shard_of, ts = coord.tick(k, t, pings, rb, sim.policy)
+            except RunStopped as e:
+                # state as of the end of the previous tick: `--resume` redoes this one on new shards
+                st.k -= 1
+                _checkpoint(cfg, world, coord, locations, st, wall())
+                raise RunStopped(
+                    f"{e}; stopped at tick {k} with a checkpoint: matcher replay --resume {cfg.out}"
+                ) from e
             except Exception as e:  # noqa: BLE001 - one bad tick must not end the run
                 # nothing is offered this tick; the shards are rebuilt from the latest reports
                 # next tick, so a half-applied tick leaves no trace in their state
