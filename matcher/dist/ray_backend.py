@@ -53,6 +53,10 @@ class _Shard:
     def __init__(self, shard: int, cfg: MatchConfig):
         self.state = ShardState(shard, cfg)
 
+    def tick(self, inp: TickInput) -> TickOutput:
+        """One input (the batch-free call, e.g. for the ingest benchmark)."""
+        return self.state.tick(inp)
+
     def run(self, batch: list[TickInput]) -> list[TickOutput]:
         """Apply the inputs in order; one output per input."""
         return [self.state.tick(inp) for inp in batch]

@@ -22,7 +22,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -142,7 +141,3 @@ def _loopback_head(host: str, port: int, src: str, given: str) -> bool:
     _probe("127.0.0.1", port, src, given)
     return True
 
-
-def ray_tmpdir(environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    return env.get("RAY_TMPDIR") or "/tmp"
