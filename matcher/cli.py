@@ -218,7 +218,7 @@ def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, windo
 
 
 def _output_folder(out: str) -> str:
-    """Where a run writes, as an absolute path, printed in its log. Inside a Ray job a relative
+    """Where a run writes, as an absolute path. Inside a Ray job a relative
     path is refused: the job runs in a temporary copy of the working directory, deleted with it."""
     from matcher.dist.runmode import in_ray_job
 
@@ -229,9 +229,7 @@ def _output_folder(out: str) -> str:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    path = os.path.abspath(out)
-    print(f"matcher: output folder {path}", file=sys.stderr)
-    return path
+    return os.path.abspath(out)  # the replay prints it once the inputs are read
 
 
 def _cmd_replay(a) -> int:

@@ -15,6 +15,7 @@ import logging
 import math
 import pickle
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -106,9 +107,15 @@ def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = 
         raise MatcherError(f"unknown policy {sim.policy!r} (expected {' or '.join(Policy)})")
     out = Path(cfg.out)
     inputs = _load_inputs(cfg)
+    _announce(out)
     _prepare_out(out)
     trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
     return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory)
+
+
+def _announce(out: Path) -> None:
+    """Every run says where its output goes (a job's log included), once its inputs are read."""
+    print(f"matcher: output folder {out.resolve()}", file=sys.stderr, flush=True)
 
 
 # Modules of the flat 0.1 layout (matcher.world, ...) and where they live now: a
@@ -160,6 +167,7 @@ def resume_replay(
             if int(f.stem.split("-")[1]) >= first:
                 f.unlink()  # written after the checkpoint: they will be written again
     remove_leftovers(out)  # a part file that was being written when the run died
+    _announce(out)
     return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
 
 
