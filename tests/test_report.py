@@ -258,3 +258,21 @@ def test_report_uses_shards_cells_and_areas_when_present(tmp_path):
     assert "from cells.parquet" in text
     assert "Independent areas" in text and "<th>nyc</th><td>5</td><td>40.0%</td><td>150.0</td>" in text
     assert "Not shown" not in text
+
+
+def test_report_of_a_moved_compare_folder_in_the_current_form(tmp_path):
+    """compare.json's absolute paths point at the old place: the runs are found beside it."""
+    root = make_compare(tmp_path / "cmp")
+    old = json.loads((root / "compare.json").read_text())
+    runs = [{"label": lab, "path": f"/nowhere/{lab}", **old["runs"][lab]} for lab in old["policies"]]
+    write_json_atomic(root / "compare.json", {"trace": "/nowhere/t.parquet", "baseline": "batch-2s", "runs": runs})
+    text = " ".join(parse(build_report(root)).text)
+    assert "greedy against batch-2s:" in text  # the baseline compare.json names
+    assert "Not shown" not in text
+
+
+def test_compare_json_without_labels_is_a_clear_error(tmp_path):
+    root = make_compare(tmp_path / "cmp")
+    write_json_atomic(root / "compare.json", {"runs": [{"path": "x"}]})
+    with pytest.raises(MatcherError, match="run 0 has no label"):
+        build_report(root)
