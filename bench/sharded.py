@@ -1,6 +1,6 @@
-"""Match quality of the geographic sharding: 4 shards (RegionMap halos, border
-components deferred to the coordinator's solve) against one global shard, on the
-very same tick snapshots."""
+"""Match quality of the geographic sharding: the real Coordinator on 4 shards (RegionMap
+halos, border components deferred to its solve) against the Coordinator on one shard, on
+the very same tick snapshots."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from matcher.config import MatchConfig, Policy, ShardConfig
-from matcher.core.shard import Matches, ShardState, TickInput
-from matcher.dist.coordinator import merge_outputs
-from matcher.dist.sharding import RegionMap, is_shared
+from matcher.core.shard import Matches
+from matcher.dist.backend import make_backend
+from matcher.dist.coordinator import Coordinator, make_router
+from matcher.dist.ring import popcount64
 
 from .common import (
     KM_PER_DEG_LAT,
@@ -30,32 +31,18 @@ from .common import (
 NYC = Path(__file__).resolve().parents[1] / "data" / "nyc-uber-2014-04-04.parquet"
 
 CFG = MatchConfig()
-NO_DROPS = np.empty(0, np.int64)
 
 
-def _global(pings, reqs) -> Matches:
-    g = ShardState(0, CFG)
-    return g.tick(TickInput(1, NOW, pings, NO_DROPS, reqs)).matches
-
-
-def _sharded(rmap: RegionMap, n_shards: int, pings, reqs):
-    """As the coordinator does it: memberships (tight halos, as GeoRouter asks) decide which
-    shards hold each driver, owned/shared flags from them, requests routed by pickup; every
-    shard ticks; the deferred border components are solved together."""
-    owner, mask = rmap.memberships(pings.lat, pings.lng, tight=True)
-    shared = is_shared(mask)
-    req_shard = rmap.route_requests(reqs.lat, reqs.lng)
-    outs = []
-    for s in range(n_shards):
-        bit = np.uint64(1) << np.uint64(s)
-        sel = np.flatnonzero(mask & bit)
-        p = pings.take(sel)
-        p.owned = owner[sel] == s
-        p.shared = shared[sel]
-        outs.append(ShardState(s, CFG).tick(TickInput(1, NOW, p, NO_DROPS, reqs.take(np.flatnonzero(req_shard == s)))))
-    merged = merge_outputs(outs, reqs, owner, Policy.BATCH, CFG)
-    per_shard = [o.pending for o in outs]
-    return merged.matches, merged.deferred, float(shared.mean()), per_shard
+def _coordinated(n_shards: int, pings, reqs):
+    """One tick of the real Coordinator on ``n_shards`` in-process shards (GeoRouter: tight halos,
+    requests routed by pickup, border components solved together; one shard: SingleRouter).
+    Returns (matches, deferred requests, share of drivers held by more than one shard, requests per shard)."""
+    shard = ShardConfig(shards=n_shards, backend="inprocess")
+    coord = Coordinator(make_backend(shard, CFG, "bench-sharded"), make_router(shard, CFG), len(pings), CFG, shard)
+    matches, _, stats = coord.tick(1, NOW, pings, reqs, Policy.BATCH)
+    shared = float((popcount64(coord.member) > 1).mean())
+    per_shard = np.bincount(coord.router.route_requests(reqs.lat, reqs.lng), minlength=n_shards)
+    return matches, stats.deferred, shared, per_shard
 
 
 def _totals(m: Matches, reqs):
@@ -81,15 +68,14 @@ def nyc_pool() -> Pool:
 
 def _ratio_on(pool: Pool, n_shards: int, n_drv: int, n_req: int, snaps: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    rmap = RegionMap.from_config(ShardConfig(shards=n_shards), radius_m=CFG.radius_m)
     eta_g = eta_s = obj_g = obj_s = 0.0
     n_g = n_s = deferred = total = twice = 0
     shared_share, loads = [], np.zeros(n_shards)
     for _ in range(snaps):
         pings = driver_pings(pool, n_drv, rng)
         reqs = request_batch(pool, n_req, rng)
-        g = _global(pings, reqs)
-        s, d, sh, per = _sharded(rmap, n_shards, pings, reqs)
+        g, _, _, _ = _coordinated(1, pings, reqs)
+        s, d, sh, per = _coordinated(n_shards, pings, reqs)
         twice += len(s) - len(np.unique(s.key))
         a, b, c = _totals(g, reqs)
         eta_g, obj_g, n_g = eta_g + a, obj_g + b, n_g + c
@@ -128,7 +114,8 @@ def cost_ratio_sharded_vs_global(ctx: Context) -> dict:
             f"drivers offered twice {r['twice']}"
         )
     note = (
-        f"RegionMap with {n_shards} shards (region precision 4, tight halos) + solve_deferred vs one ShardState on "
-        "the same snapshots; value = the worse of the two traces. " + "; ".join(notes)
+        f"Coordinator.tick on {n_shards} in-process shards (GeoRouter: region precision 4, tight halos; border "
+        "components solved together by merge_outputs) vs the Coordinator on one shard, on the same snapshots; "
+        "value = the worse of the two traces. " + "; ".join(notes)
     )
     return {"cost_ratio_sharded_vs_global": figure(worst, "ratio", 1.01, "lower", note)}
