@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "geohash_encode_points_per_s",
@@ -55,6 +57,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]
     return proc, out
 
 
+@pytest.mark.slow
 def test_quick_run_writes_well_formed_results(tmp_path):
     proc, out = _run(tmp_path)
     res = json.loads(out.read_text())  # strict JSON: no NaN/inf
@@ -80,6 +83,7 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     assert (out.parent / "tick_scaling.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_only_selects_figures(tmp_path):
     _, out = _run(tmp_path, "--only", "ingest_pings_per_s,metro_tick_ms_p99")
     figs = json.loads(out.read_text())["figures"]

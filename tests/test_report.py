@@ -166,6 +166,7 @@ def fake_replay(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_run_compare(tmp_path, fake_replay, capsys):
     out = tmp_path / "cmp"
     args = build_parser().parse_args(
@@ -201,6 +202,7 @@ def test_run_compare(tmp_path, fake_replay, capsys):
     assert printed.splitlines()[0].split() == ["greedy", "batch-2s", "batch-10s"]
 
 
+@pytest.mark.slow
 def test_cli_compare_and_report(tmp_path, fake_replay, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "trace.parquet", "--out", str(out), "--policies", "greedy,batch", "--quiet"]) == 0
