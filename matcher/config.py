@@ -113,3 +113,49 @@ class RunConfig:
     quiet: bool = False
     label: str | None = None
     checkpoint_every_s: float = 3600.0  # simulated seconds between checkpoints (0: none)
+
+
+@dataclass(frozen=True)
+class SurgeConfig:
+    """Per-cell surge (matcher.core.surge): demand/supply over a sliding window, smoothed, capped,
+    with hysteresis. Cells are geohashes of ``precision`` characters (5: about 4.9 x 4.9 km at the
+    equator, 3.7 x 4.9 km in New York; see the module docstring for why)."""
+
+    precision: int = 5
+    tau_s: float = 120.0  # time constant of the EWMA of demand and supply (the sliding window)
+    threshold: float = 1.0  # no surge while smoothed demand/supply stays at or below this
+    gain: float = 0.5  # multiplier slope above the threshold, per unit of ratio
+    cap: float = 3.0
+    step: float = 0.1  # multipliers are multiples of this (riders see 1.3x, not 1.2871x)
+    band: float = 0.2  # hysteresis: the multiplier moves only when its target is this far away
+    min_supply: float = 1.0  # smoothed supply below this counts as this (no division by zero)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The live service (matcher serve): HTTP, the wall-clock tick loop, durability."""
+
+    out: str = "runs/live"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    window_s: float = 2.0  # tick period on the wall clock
+    shards: int = 1
+    address: str | None = None  # Ray cluster; None: an embedded local Ray
+    num_cpus: float = 0.5  # per shard actor
+    drivers: str | None = None  # driver file: only these drivers may connect (vehicle, rating from it)
+    secret_file: str | None = None  # None: ~/.config/matcher/secret (created on first use)
+    patience_s: float = 300.0  # a ride still searching after this many seconds expires
+    offer_timeout_s: float = 20.0  # an offer with no answer by then counts as a decline
+    max_drivers: int = 100_000  # driver keys the coordinator's tables are sized for
+    commit_interval_s: float = 0.005  # group commit: the journal is fsynced at most this often
+    flush_s: float = 10.0  # journal -> Parquet event parts, locations, ticks, cells this often
+    record_locations: bool = True  # OUT/locations/ from the pings
+    long_poll_s: float = 25.0  # the longest GET /v1/drivers/offer may wait
+    ping_buffer: int = 1_000_000  # pings buffered between two ticks before 503 (back-pressure)
+    base_cents: tuple[tuple[str, int, int, int], ...] = (  # ride type, base, per km, per minute (cents)
+        ("uberx", 250, 110, 25),
+        ("pool", 200, 80, 20),
+        ("xl", 400, 180, 35),
+        ("black", 700, 300, 60),
+    )
+    price_spread: float = 0.15  # the estimate is price x (1 -/+ this)

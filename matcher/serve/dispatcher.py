@@ -1,0 +1,895 @@
+"""The live dispatcher: ride and driver state, the wall-clock tick loop, recovery.
+
+It drives the SAME coordinator and shard backends as the replay
+(:mod:`matcher.dist.coordinator`, :mod:`matcher.dist.backend`): every ``window_s``
+seconds of wall time, the drivers that reported since the last tick go to the
+shards as one columnar ping batch, the searching rides as one request batch, and
+the merged matches come back as offers. The backend is injected: Ray shard actors
+in ``matcher serve``, the in-process backend in tests.
+
+Guarantees:
+- every ride and driver state change goes through :mod:`matcher.core.states`; an
+  API call asking for an illegal one gets :class:`Conflict` (409) with the current
+  state and changes nothing;
+- a driver holds at most one ride: a match is applied only if its ride is still
+  searching and its driver still available (the state may have moved while the
+  shards solved), otherwise it is dropped and the driver's true status goes back
+  to the shards at the next tick;
+- a change that a caller is told about is in the journal first (:mod:`.durability`):
+  the API answers after the journal's group commit. Recovery replays the journal
+  through the same transition functions, so a restarted service holds exactly the
+  rides it acknowledged, in their last acknowledged state.
+
+Thread model: HTTP handlers and the tick thread share one lock; the shards' solve
+runs outside it, so API calls are never blocked by a solve.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from matcher.config import RIDE_TYPES, VEHICLE_TYPES, MatchConfig, ServeConfig, ShardConfig, SurgeConfig
+from matcher.core import geo, surge
+from matcher.core.candidates import RequestBatch
+from matcher.core.driver_table import Pings
+from matcher.core.states import DriverStatus as D
+from matcher.core.states import RideState as R
+from matcher.core.states import check_driver, check_ride, is_terminal
+from matcher.dist.backend import ShardBackend
+from matcher.dist.coordinator import Coordinator, make_router
+from matcher.serve import pricing
+from matcher.serve.durability import Store
+from matcher.serve.livelog import LiveLogs
+
+_log = logging.getLogger("matcher.serve")
+Callback = Callable[[BaseException | None], None]
+
+REPORTED = ("available", "on_trip", "offline")  # what a driver app may report
+_AVAIL_R, _ONTRIP_R, _OFFLINE_R = 0, 1, 2
+
+
+class DispatchError(Exception):
+    status = 400
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.message, self.extra = message, extra
+
+
+class NotFound(DispatchError):
+    status = 404
+
+
+class Forbidden(DispatchError):
+    status = 403
+
+
+class Conflict(DispatchError):
+    """An illegal transition: carries the ride's current state."""
+
+    status = 409
+
+
+class Invalid(DispatchError):
+    status = 422
+
+
+class Unavailable(DispatchError):
+    status = 503
+
+
+def state_name(s: int) -> str:
+    return R(s).name.lower()
+
+
+@dataclass(slots=True)
+class Ride:
+    idx: int
+    ride_id: str
+    rider: str
+    idem: str | None
+    t: float  # request time, seconds since the run's t0
+    plat: float
+    plng: float
+    dlat: float
+    dlng: float
+    ride_type: int
+    price: dict
+    eta_est: float | None
+    state: int = int(R.SEARCHING)
+    driver: int = -1
+    attempt: int = 0
+    barred: list[int] = field(default_factory=list)
+    offers: list[int] = field(default_factory=list)  # the driver of each attempt
+    offer_deadline: float = math.inf
+    offer_eta: float = math.nan
+    offer_dist: float = math.nan
+    offer_t: float = math.nan  # when the current offer was made
+
+    @property
+    def offer_id(self) -> str:
+        return f"{self.ride_id}.{self.attempt}"
+
+
+@dataclass
+class TickJob:
+    k: int
+    t: float
+    pings: Pings
+    reqs: RequestBatch
+    t_wall0: float
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        cfg: ServeConfig,
+        backend: ShardBackend,
+        match: MatchConfig | None = None,
+        surge_cfg: SurgeConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        fleet: dict | None = None,
+    ):
+        self.cfg, self.match = cfg, match or MatchConfig()
+        self.surge_cfg = surge_cfg or SurgeConfig()
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.out = Path(cfg.out)
+        self.store = Store(self.out, cfg.commit_interval_s)
+        n = cfg.max_drivers
+        # drivers: one slot per key (keys are handed out on first sight)
+        self.key_of: dict[str, int] = {}
+        self.driver_ids: list[str] = []
+        self.status = np.full(n, int(D.OFFLINE), np.int8)
+        self.ride_of = np.full(n, -1, np.int64)
+        self.vehicle = np.zeros(n, np.int8)
+        self.rating = np.full(n, 5.0, np.float32)
+        self.lat, self.lng = np.zeros(n), np.zeros(n)
+        self.heading, self.speed = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        self.last_ts = np.full(n, -np.inf)
+        self.self_busy = np.zeros(n, bool)  # reports on_trip without a ride of ours
+        self.dirty = np.zeros(n, bool)  # the shards must hear about this driver next tick
+        self.fixed_fleet = fleet is not None
+        for did, (veh, rating) in (fleet or {}).items():
+            k = self._register(did)
+            self.vehicle[k], self.rating[k] = veh, rating
+        # rides
+        self.rides: list[Ride] = []
+        self.by_id: dict[str, Ride] = {}
+        self.idem: dict[tuple[str, str], Ride] = {}
+        self.searching: dict[int, Ride] = {}
+        self.offered: dict[int, Ride] = {}
+        self.waiters: dict[int, list[Callable[[dict], None]]] = {}
+        self.k = -1
+        self.surge = surge.SurgeState.empty()
+        self._surge_t = math.nan
+        self._index: pricing.SupplyIndex | None = None
+        self._index_tick = -2
+        self.counters = dict.fromkeys(
+            ("requests", "matches", "accepts", "declines", "timeouts", "pickups", "dropoffs", "cancels", "expires"), 0
+        )
+        self.pings = 0
+        self.refused: dict[str, int] = {}
+        self.tick_ms: list[float] = []
+        self.last_tick: dict = {}
+        self.failed_ticks = 0
+        self.late_ticks = 0
+        self.sessions = 1
+        start = self.store.start_record()
+        self.t0_ms = int(start["t0_ms"]) if start else int(clock() * 1000)
+        self.t0 = self.t0_ms / 1000.0
+        self.recovered_rides = 0
+        self._recover()
+        self.store.append({"t": "start", "t0_ms": self.t0_ms, "at_ms": int(clock() * 1000), "config": _cfg_json(cfg)})
+        self.logs = LiveLogs(self.out, self.driver_ids, self.t0_ms, cfg.record_locations)
+        shard_cfg = ShardConfig(shards=backend.n_shards)
+        self.coord = Coordinator(backend, make_router(shard_cfg, self.match), n, self.match, shard_cfg)
+        self.backend = backend
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started_wall = time.perf_counter()
+        self.closed = False
+
+    # ---------------------------------------------------------------- helpers
+    def now(self) -> float:
+        return self.clock() - self.t0
+
+    def _ts_ms(self, t: float) -> int:
+        return self.t0_ms + round(t * 1000.0)
+
+    def _register(self, did: str) -> int:
+        k = self.key_of.get(did)
+        if k is None:
+            k = len(self.driver_ids)
+            if k >= self.cfg.max_drivers:
+                raise Unavailable(f"the service is sized for {self.cfg.max_drivers} drivers (max_drivers)")
+            self.key_of[did] = k
+            self.driver_ids.append(did)
+        return k
+
+    def driver_key(self, did: str, vehicle: str | None = None, rating: float | None = None) -> int:
+        """The key of a driver (registered on first sight unless the fleet is fixed by a file)."""
+        with self.lock:
+            k = self.key_of.get(did)
+            if k is None:
+                if self.fixed_fleet:
+                    raise Forbidden(f"driver {did!r} is not in the service's driver file")
+                k = self._register(did)
+                if vehicle is not None:
+                    self.vehicle[k] = VEHICLE_TYPES.index(vehicle)
+                if rating is not None:
+                    self.rating[k] = rating
+            return k
+
+    def _event(self, t: float, kind: str, ride: Ride | None = None, key: int = -1, **kw) -> None:
+        self.store.event(
+            self._ts_ms(t),
+            max(self.k, 0),
+            kind,
+            request_id=ride.ride_id if ride is not None else None,
+            driver_id=self.driver_ids[key] if key >= 0 else None,
+            **kw,
+        )
+
+    def _drv(self, k: int, new: D) -> None:
+        old = int(self.status[k])
+        if old != int(new):
+            self.status[k] = check_driver(D(old), new)
+            self.dirty[k] = True
+
+    def _ride(self, ride: Ride, new: R) -> None:
+        ride.state = int(check_ride(R(ride.state), new))
+
+    # ------------------------------------------------------------ transitions
+    # Each transition is used live (log=True: journaled) and by recovery (log=False).
+    def _do_request(self, ride: Ride) -> None:
+        self.rides.append(ride)
+        self.by_id[ride.ride_id] = ride
+        if ride.idem:
+            self.idem[(ride.rider, ride.idem)] = ride
+        self.searching[ride.idx] = ride
+        self.counters["requests"] += 1
+
+    def _do_match(self, ride: Ride, k: int, t: float, eta: float, dist: float, log: bool, shard=None) -> None:
+        self._ride(ride, R.MATCHED)
+        self.status[k] = check_driver(D(int(self.status[k])), D.OFFERED)
+        self.dirty[k] = True
+        ride.driver, ride.attempt = k, ride.attempt + 1
+        ride.offers.append(k)
+        ride.offer_deadline, ride.offer_t = t + self.cfg.offer_timeout_s, t
+        ride.offer_eta, ride.offer_dist = eta, dist
+        self.ride_of[k] = ride.idx
+        self.searching.pop(ride.idx, None)
+        self.offered[ride.idx] = ride
+        self.counters["matches"] += 1
+        if log:
+            self._event(t, "match", ride, k, lat=self.lat[k], lng=self.lng[k], shard=shard, eta=eta, dist=dist)
+            offer = self._offer_view(ride)
+            for w in self.waiters.pop(k, []):
+                w(offer)
+
+    def _do_accept(self, ride: Ride, t: float, log: bool, cb: Callback | None = None) -> None:
+        k = ride.driver
+        self._ride(ride, R.ACCEPTED)
+        self._drv(k, D.EN_ROUTE)
+        self.offered.pop(ride.idx, None)
+        self.counters["accepts"] += 1
+        if log:
+            self.store.event(
+                self._ts_ms(t), max(self.k, 0), "accept", ride.ride_id, self.driver_ids[k],
+                self.lat[k], self.lng[k], callback=cb,
+            )  # fmt: skip
+
+    def _do_decline(self, ride: Ride, t: float, log: bool, timeout: bool = False, cb: Callback | None = None) -> None:
+        k = ride.driver
+        self._ride(ride, R.SEARCHING)
+        self._drv(k, D.AVAILABLE)
+        self.ride_of[k] = -1
+        ride.barred.append(k)
+        ride.driver, ride.offer_deadline = -1, math.inf
+        self.offered.pop(ride.idx, None)
+        self.searching[ride.idx] = ride
+        self.counters["timeouts" if timeout else "declines"] += 1
+        if log:
+            self.store.event(
+                self._ts_ms(t), max(self.k, 0), "decline", ride.ride_id, self.driver_ids[k],
+                self.lat[k], self.lng[k], callback=cb,
+            )  # fmt: skip
+
+    def _do_state(self, ride: Ride, new: R, t: float, log: bool, cb: Callback | None = None) -> None:
+        """en_route / arrived: no event kind, a journal state line."""
+        self._ride(ride, new)
+        if log:
+            self.store.append({"t": "st", "ride": ride.ride_id, "state": new.name.lower(), "ts": self._ts_ms(t)}, cb)
+
+    def _do_pickup(self, ride: Ride, t: float, log: bool, cb: Callback | None = None) -> None:
+        k = ride.driver
+        self._ride(ride, R.IN_PROGRESS)
+        self._drv(k, D.ON_TRIP)
+        self.counters["pickups"] += 1
+        if log:
+            self.store.event(
+                self._ts_ms(t), max(self.k, 0), "pickup", ride.ride_id, self.driver_ids[k],
+                self.lat[k], self.lng[k], callback=cb,
+            )  # fmt: skip
+
+    def _do_dropoff(self, ride: Ride, t: float, log: bool, cb: Callback | None = None) -> None:
+        k = ride.driver
+        self._ride(ride, R.COMPLETED)
+        self._drv(k, D.AVAILABLE)
+        self.ride_of[k] = -1
+        self.counters["dropoffs"] += 1
+        if log:
+            self.store.event(
+                self._ts_ms(t), max(self.k, 0), "dropoff", ride.ride_id, self.driver_ids[k],
+                self.lat[k], self.lng[k], callback=cb,
+            )  # fmt: skip
+
+    def _do_cancel(self, ride: Ride, t: float, log: bool, cb: Callback | None = None) -> None:
+        k = ride.driver if ride.state != int(R.SEARCHING) else -1
+        self._ride(ride, R.CANCELLED)
+        if k >= 0:
+            if self.status[k] != int(D.OFFLINE):
+                self._drv(k, D.AVAILABLE)
+            self.ride_of[k] = -1
+        self.searching.pop(ride.idx, None)
+        self.offered.pop(ride.idx, None)
+        self.counters["cancels"] += 1
+        if log:
+            self.store.event(
+                self._ts_ms(t), max(self.k, 0), "cancel", ride.ride_id,
+                self.driver_ids[k] if k >= 0 else None, callback=cb,
+            )  # fmt: skip
+
+    def _do_expire(self, ride: Ride, t: float, log: bool) -> None:
+        self._ride(ride, R.EXPIRED)
+        self.searching.pop(ride.idx, None)
+        self.counters["expires"] += 1
+        if log:
+            self._event(t, "expire", ride)
+
+    def _do_online(self, k: int, t: float, log: bool) -> None:
+        self._drv(k, D.AVAILABLE)
+        if log:
+            self._event(t, "driver_online", None, k, lat=self.lat[k], lng=self.lng[k])
+
+    def _do_offline(self, k: int, t: float, log: bool) -> None:
+        i = int(self.ride_of[k])
+        if i >= 0 and log:  # a driver going offline with a ride: an offer is declined, a ride cancelled
+            ride = self.rides[i]
+            if ride.state == int(R.MATCHED):
+                self._do_decline(ride, t, log)
+            elif not is_terminal(R(ride.state)):
+                self._do_cancel(ride, t, log)
+        self._drv(k, D.OFFLINE)
+        if log:
+            self._event(t, "driver_offline", None, k, lat=self.lat[k], lng=self.lng[k])
+
+    # --------------------------------------------------------------- recovery
+    def _recover(self) -> None:
+        """Replay the journal of an earlier session through the transition functions."""
+        for rec in self.store.recovered:
+            t = rec.get("t")
+            if t == "ev":
+                self._replay_event(rec)
+            elif t == "st":
+                ride = self.by_id[rec["ride"]]
+                self._do_state(ride, R[rec["state"].upper()], (rec["ts"] - self.t0_ms) / 1000.0, log=False)
+            elif t == "start" and rec is not self.store.start_record():
+                self.sessions += 1
+        self.recovered_rides = sum(1 for r in self.rides if not is_terminal(R(r.state)))
+        if self.store.recovered:
+            _log.warning(
+                "recovered %d rides (%d open) from %s", len(self.rides), self.recovered_rides, self.store.journal.path
+            )
+
+    def _replay_event(self, rec: dict) -> None:
+        kind, t = rec["kind"], (rec["ts"] - self.t0_ms) / 1000.0
+        self.k = max(self.k, int(rec["tick"]))
+        ride = self.by_id.get(rec["request_id"]) if rec.get("request_id") else None
+        k = self._register(rec["driver_id"]) if rec.get("driver_id") else -1
+        if kind == "request":
+            x = rec["x"]
+            self._do_request(
+                Ride(
+                    len(self.rides), rec["request_id"], x["rider"], x.get("idem"), t, rec["lat"], rec["lng"],
+                    x["dlat"], x["dlng"], RIDE_TYPES.index(x["ride_type"]), x["price"], x.get("eta_est"),
+                )
+            )  # fmt: skip
+        elif kind == "match":
+            self._do_match(ride, k, t, rec["eta"] or math.nan, rec["dist"] or math.nan, log=False)
+        elif kind == "accept":
+            self._do_accept(ride, t, log=False)
+        elif kind == "decline":
+            self._do_decline(ride, t, log=False)
+        elif kind == "pickup":
+            self._do_pickup(ride, t, log=False)
+        elif kind == "dropoff":
+            self._do_dropoff(ride, t, log=False)
+        elif kind == "cancel":
+            self._do_cancel(ride, t, log=False)
+        elif kind == "expire":
+            self._do_expire(ride, t, log=False)
+        elif kind == "driver_online":
+            if self.status[k] == int(D.OFFLINE):
+                self._do_online(k, t, log=False)
+        elif kind == "driver_offline":
+            self._do_offline(k, t, log=False)
+
+    # -------------------------------------------------------------------- API
+    def ride_view(self, ride: Ride) -> dict:
+        k = ride.driver
+        v = {
+            "ride_id": ride.ride_id,
+            "status": state_name(ride.state),
+            "ride_type": RIDE_TYPES[ride.ride_type],
+            "pickup_lat": ride.plat,
+            "pickup_lng": ride.plng,
+            "destination_lat": ride.dlat,
+            "destination_lng": ride.dlng,
+            "eta_to_pickup_seconds": ride.eta_est,
+            "price_estimate": ride.price,
+            "requested_at_ms": self._ts_ms(ride.t),
+            "driver_id": self.driver_ids[k] if k >= 0 and ride.state != int(R.CANCELLED) else None,
+        }
+        return v
+
+    def _offer_view(self, ride: Ride) -> dict:
+        return {
+            "offer_id": ride.offer_id,
+            "ride_id": ride.ride_id,
+            "pickup_lat": ride.plat,
+            "pickup_lng": ride.plng,
+            "destination_lat": ride.dlat,
+            "destination_lng": ride.dlng,
+            "ride_type": RIDE_TYPES[ride.ride_type],
+            "eta_seconds": None if math.isnan(ride.offer_eta) else ride.offer_eta,
+            "distance_meters": None if math.isnan(ride.offer_dist) else ride.offer_dist,
+            "expires_in_seconds": max(0.0, ride.offer_deadline - self.now()),
+        }
+
+    def _supply(self, t: float) -> pricing.SupplyIndex:
+        if self._index is None or self._index_tick != self.k:
+            n = len(self.driver_ids)
+            ok = self._eligible(n, t)
+            keys = np.flatnonzero(ok)
+            self._index = pricing.SupplyIndex(
+                self.match,
+                keys,
+                self.lat[keys],
+                self.lng[keys],
+                self.heading[keys],
+                self.speed[keys],
+                self.vehicle[keys],
+            )
+            self._index_tick = self.k
+        return self._index
+
+    def _eligible(self, n: int, t: float) -> np.ndarray:
+        return (
+            (self.status[:n] == int(D.AVAILABLE))
+            & ~self.self_busy[:n]
+            & (t - self.last_ts[:n] <= self.match.gps_timeout_s)
+        )
+
+    def request_ride(self, rider: str, body, idem: str | None, cb: Callback) -> dict:
+        """POST /v1/rides/request. ``cb`` runs once the ride's request event is durable."""
+        with self.lock:
+            if idem:
+                old = self.idem.get((rider, idem))
+                if old is not None:
+                    same = (old.plat, old.plng, old.dlat, old.dlng, RIDE_TYPES[old.ride_type]) == (
+                        body.pickup_lat, body.pickup_lng, body.destination_lat, body.destination_lng, body.ride_type,
+                    )  # fmt: skip
+                    if not same:
+                        raise Invalid("this Idempotency-Key was used for a different request")
+                    self.store.journal.barrier(cb)  # answered once the original is durable
+                    return self.ride_view(old)
+            t = self.now()
+            rt = RIDE_TYPES.index(body.ride_type)
+            cell = surge.cells_of(np.array([body.pickup_lat]), np.array([body.pickup_lng]), self.surge_cfg)
+            mult = float(surge.multiplier_at(self.surge, cell)[0])
+            price = pricing.price_estimate(
+                self.cfg, self.match, body.ride_type, body.pickup_lat, body.pickup_lng,
+                body.destination_lat, body.destination_lng, mult,
+            )  # fmt: skip
+            near = self._supply(t).nearest(body.pickup_lat, body.pickup_lng, rt, 1)
+            eta = round(near[0].eta_s, 1) if near else None
+            ride = Ride(
+                len(self.rides), uuid.uuid4().hex[:20], rider, idem, t, body.pickup_lat, body.pickup_lng,
+                body.destination_lat, body.destination_lng, rt, price, eta,
+            )  # fmt: skip
+            extra = {
+                "rider": rider, "idem": idem, "dlat": ride.dlat, "dlng": ride.dlng,
+                "ride_type": body.ride_type, "price": price, "eta_est": eta,
+            }  # fmt: skip
+            self.store.event(
+                self._ts_ms(t), max(self.k, 0), "request", ride.ride_id, None, ride.plat, ride.plng,
+                extra=extra, callback=cb,
+            )  # fmt: skip
+            self._do_request(ride)
+            return self.ride_view(ride)
+
+    def get_ride(self, ride_id: str, role: str, sub: str) -> dict:
+        with self.lock:
+            ride = self._ride_for(ride_id, role, sub, drivers_too=True)
+            return self.ride_view(ride)
+
+    def _ride_for(self, ride_id: str, role: str, sub: str, drivers_too: bool = False) -> Ride:
+        ride = self.by_id.get(ride_id)
+        if ride is None:
+            raise NotFound(f"no ride {ride_id!r}")
+        if role == "service":
+            return ride
+        if role == "rider" and ride.rider == sub:
+            return ride
+        if drivers_too and role == "driver" and ride.driver >= 0 and self.driver_ids[ride.driver] == sub:
+            return ride
+        raise Forbidden("this ride is not yours")
+
+    def cancel(self, ride_id: str, role: str, sub: str, cb: Callback) -> dict:
+        with self.lock:
+            ride = self._ride_for(ride_id, role, sub)
+            if ride.state == int(R.CANCELLED):
+                self.store.journal.barrier(cb)
+                return self.ride_view(ride)
+            if is_terminal(R(ride.state)):
+                raise Conflict(f"the ride is {state_name(ride.state)}", state=state_name(ride.state))
+            self._do_cancel(ride, self.now(), log=True, cb=cb)
+            return self.ride_view(ride)
+
+    def current_offer(self, k: int) -> dict | None:
+        with self.lock:
+            i = int(self.ride_of[k])
+            if i >= 0 and self.rides[i].state == int(R.MATCHED):
+                return self._offer_view(self.rides[i])
+            return None
+
+    def wait_offer(self, k: int, notify: Callable[[dict], None]) -> dict | None:
+        """The driver's pending offer now, or None after registering ``notify`` for the next one."""
+        with self.lock:
+            offer = self.current_offer(k)
+            if offer is None:
+                self.waiters.setdefault(k, []).append(notify)
+            return offer
+
+    def cancel_wait(self, k: int, notify) -> None:
+        with self.lock:
+            ws = self.waiters.get(k)
+            if ws and notify in ws:
+                ws.remove(notify)
+                if not ws:
+                    del self.waiters[k]
+
+    def _offer_for(self, offer_id: str, k: int) -> Ride:
+        ride_id, _, attempt = offer_id.rpartition(".")
+        ride = self.by_id.get(ride_id)
+        if ride is None or not attempt.isdigit() or not 1 <= int(attempt) <= ride.attempt:
+            raise NotFound(f"no offer {offer_id!r}")
+        if ride.offers[int(attempt) - 1] != k:
+            raise Forbidden("this offer is not yours")
+        if int(attempt) != ride.attempt or ride.driver != k:
+            raise Conflict("the offer is no longer open", state=state_name(ride.state))
+        return ride
+
+    def answer_offer(self, offer_id: str, k: int, accept: bool, cb: Callback) -> dict:
+        with self.lock:
+            ride = self._offer_for(offer_id, k)
+            if ride.state != int(R.MATCHED):
+                if accept and ride.state == int(R.ACCEPTED):  # a retried accept
+                    self.store.journal.barrier(cb)
+                    return self.ride_view(ride)
+                raise Conflict(f"the ride is {state_name(ride.state)}", state=state_name(ride.state))
+            if accept:
+                self._do_accept(ride, self.now(), log=True, cb=cb)
+            else:
+                self._do_decline(ride, self.now(), log=True, cb=cb)
+                ride_view = self.ride_view(ride)
+                ride_view["status"] = "declined"
+                return ride_view
+            return self.ride_view(ride)
+
+    def ride_status(self, ride_id: str, k: int, status: str, cb: Callback) -> dict:
+        with self.lock:
+            ride = self.by_id.get(ride_id)
+            if ride is None:
+                raise NotFound(f"no ride {ride_id!r}")
+            if ride.driver != k:
+                raise Forbidden("this ride is not yours")
+            s, t = R(ride.state), self.now()
+            want = {"en_route": R.DRIVER_EN_ROUTE, "arrived": R.ARRIVED, "in_progress": R.IN_PROGRESS,
+                    "completed": R.COMPLETED}[status]  # fmt: skip
+            if s == want:  # a retried report
+                self.store.journal.barrier(cb)
+                return self.ride_view(ride)
+            if want == R.ARRIVED and s == R.ACCEPTED:  # arriving implies having driven there
+                self._do_state(ride, R.DRIVER_EN_ROUTE, t, log=True)
+                s = R.DRIVER_EN_ROUTE
+            if want not in _NEXT.get(s, ()):
+                raise Conflict(f"a {state_name(s)} ride cannot become {state_name(want)}", state=state_name(ride.state))
+            if want in (R.DRIVER_EN_ROUTE, R.ARRIVED):
+                self._do_state(ride, want, t, log=True, cb=cb)
+            elif want == R.IN_PROGRESS:
+                self._do_pickup(ride, t, log=True, cb=cb)
+            else:
+                self._do_dropoff(ride, t, log=True, cb=cb)
+            return self.ride_view(ride)
+
+    def candidates(self, ride_id: str, lat: float, lng: float, ride_type: str) -> list[dict]:
+        """POST /v1/dispatch/match: read-only; never changes a driver or a ride."""
+        with self.lock:
+            ride = self.by_id.get(ride_id)
+            barred = ride.barred if ride is not None else []
+            near = self._supply(self.now()).nearest(lat, lng, RIDE_TYPES.index(ride_type), self.match.k, barred)
+            return [
+                {
+                    "driver_id": self.driver_ids[c.key],
+                    "distance_meters": round(c.distance_m, 1),
+                    "eta_seconds": round(c.eta_s, 1),
+                    "rating": round(float(self.rating[c.key]), 2),
+                }
+                for c in near
+            ]
+
+    # ---------------------------------------------------------------- pings
+    def ping_one(self, k: int, lat: float, lng: float, heading: float, speed: float, reported: int) -> None:
+        with self.lock:
+            t = self.now()
+            self.lat[k], self.lng[k], self.heading[k], self.speed[k] = lat, lng, heading, speed
+            self.last_ts[k] = t
+            self.dirty[k] = True
+            self.pings += 1
+            self._reported(k, reported, t)
+            self.logs.location_one(k, self._ts_ms(t), lat, lng, heading, speed, int(self.status[k]))
+
+    def _reported(self, k: int, reported: int, t: float) -> None:
+        off = self.status[k] == int(D.OFFLINE)
+        if reported == _OFFLINE_R:
+            self.self_busy[k] = False
+            if not off:
+                self._do_offline(k, t, log=True)
+        else:
+            self.self_busy[k] = reported == _ONTRIP_R
+            if off:
+                self._do_online(k, t, log=True)
+
+    def ping_batch(self, ids: list[str], lat, lng, heading, speed, reported, vehicle=None, rating=None) -> dict:
+        """PUT /v1/drivers/locations: a columnar batch. Bad rows are refused and counted by reason."""
+        n = len(ids)
+        lat, lng = np.asarray(lat, np.float64), np.asarray(lng, np.float64)
+        heading = np.zeros(n, np.float32) if heading is None else np.asarray(heading, np.float64)
+        speed = np.zeros(n, np.float32) if speed is None else np.asarray(speed, np.float64)
+        rep = np.zeros(n, np.int8) if reported is None else np.asarray(reported, np.int8)
+        refused: dict[str, int] = {}
+
+        def refuse(mask: np.ndarray, reason: str) -> np.ndarray:
+            c = int(mask.sum())
+            if c:
+                refused[reason] = refused.get(reason, 0) + c
+            return ~mask
+
+        ok = refuse(~geo.valid_coords(lat, lng), "bad_coordinate")
+        ok &= refuse(ok & ~(np.isfinite(heading) & (heading >= 0) & (heading <= 360)), "bad_heading")
+        ok &= refuse(ok & ~(np.isfinite(speed) & (speed >= 0) & (speed <= 100)), "bad_speed")
+        ok &= refuse(ok & (rep < 0), "unknown_status")
+        with self.lock:
+            t = self.now()
+            keys = np.full(n, -1, np.int64)
+            get = self.key_of.get
+            for i, d in enumerate(ids):
+                kk = get(d)
+                if kk is None and not self.fixed_fleet and len(self.driver_ids) < self.cfg.max_drivers:
+                    kk = self._register(d)
+                    if vehicle is not None and vehicle[i] in VEHICLE_TYPES:
+                        self.vehicle[kk] = VEHICLE_TYPES.index(vehicle[i])
+                    if rating is not None and rating[i] is not None and 1 <= rating[i] <= 5:
+                        self.rating[kk] = rating[i]
+                keys[i] = -1 if kk is None else kk
+            ok &= refuse(ok & (keys < 0), "unknown_driver")
+            sel = np.flatnonzero(ok)
+            kk = keys[sel]
+            self.lat[kk], self.lng[kk] = lat[sel], lng[sel]
+            self.heading[kk], self.speed[kk] = heading[sel], speed[sel]
+            self.last_ts[kk] = t
+            self.dirty[kk] = True
+            self.pings += len(sel)
+            r = rep[sel]
+            off = self.status[kk] == int(D.OFFLINE)
+            slow = np.flatnonzero((r == _OFFLINE_R) != off)  # going offline or coming online: rare
+            self.self_busy[kk] = r == _ONTRIP_R
+            for j in slow:
+                self._reported(int(kk[j]), int(r[j]), t)
+            self.logs.location_many(kk, self._ts_ms(t), lat[sel], lng[sel], heading[sel], speed[sel], self.status[kk])
+            for reason, c in refused.items():
+                self.refused[reason] = self.refused.get(reason, 0) + c
+        return {"accepted": len(sel), "refused": refused}
+
+    # ----------------------------------------------------------------- ticks
+    def _shard_status(self, keys: np.ndarray) -> np.ndarray:
+        st = self.status[keys].copy()
+        st[(st == int(D.AVAILABLE)) & self.self_busy[keys]] = int(D.ON_TRIP)
+        return st
+
+    def _prepare(self) -> TickJob | None:
+        with self.lock:
+            t = self.now()
+            w0 = time.perf_counter()
+            self.k += 1
+            for ride in [r for r in self.offered.values() if r.offer_deadline <= t]:
+                self._do_decline(ride, t, log=True, timeout=True)
+            for ride in [r for r in self.searching.values() if t - r.t >= self.cfg.patience_s]:
+                self._do_expire(ride, t, log=True)
+            pend = list(self.searching.values())
+            if not pend:
+                return None  # nothing to solve: the shards hear about moved drivers at the next busy tick
+            n = len(self.driver_ids)
+            keys = np.flatnonzero(self.dirty[:n] & np.isfinite(self.last_ts[:n]))
+            self.dirty[keys] = False
+            pings = Pings(
+                key=keys, lat=self.lat[keys].copy(), lng=self.lng[keys].copy(), heading=self.heading[keys].copy(),
+                speed=self.speed[keys].copy(), status=self._shard_status(keys), vehicle=self.vehicle[keys].copy(),
+                rating=self.rating[keys].copy(), ts=self.last_ts[keys].copy(), owned=np.ones(len(keys), bool),
+                shared=np.zeros(len(keys), bool),
+            )  # fmt: skip
+            pairs = [(r.idx, b) for r in pend for b in r.barred]
+            bp = np.array(pairs, np.int64).reshape(-1, 2)
+            reqs = RequestBatch(
+                np.array([r.idx for r in pend], np.int64), np.array([r.plat for r in pend]),
+                np.array([r.plng for r in pend]), np.array([r.ride_type for r in pend], np.int8),
+                np.array([t - r.t for r in pend]), bp[:, 0].copy(), bp[:, 1].copy(),
+            )  # fmt: skip
+            return TickJob(self.k, t, pings, reqs, w0)
+
+    def tick(self) -> dict:
+        """One tick: time-outs and expiries, the shards' solve, offers, surge. Returns the tick's figures."""
+        w0 = time.perf_counter()
+        job = self._prepare()
+        result = None
+        if job is not None:
+            try:
+                result = self.coord.tick(job.k, job.t, job.pings, job.reqs, "batch")
+            except Exception as e:  # noqa: BLE001 - one bad tick must not stop the service
+                self.coord.failed(job.k, e)
+                self.failed_ticks += 1
+                _log.warning("tick %d failed (%s: %s); its rides wait for the next tick", job.k, type(e).__name__, e)
+        with self.lock:
+            t = self.now() if job is None else job.t
+            matched = 0
+            if result is not None:
+                m, shard_of, stats = result
+                for j in range(len(m)):
+                    ride, k = self.rides[int(m.req[j])], int(m.key[j])
+                    if (
+                        ride.state == int(R.SEARCHING)
+                        and self.status[k] == int(D.AVAILABLE)
+                        and not self.self_busy[k]
+                        and k not in ride.barred
+                    ):
+                        self._do_match(ride, k, t, float(m.eta[j]), float(m.dist[j]), True, int(shard_of[j]))
+                        matched += 1
+                    else:
+                        self.dirty[k] = True  # the shard holds it as offered: send its real status
+            self._surge_step(t)
+            wall_ms = (time.perf_counter() - w0) * 1e3
+            row = {"tick": self.k, "t": t, "wall_ms": wall_ms, "pending": len(job.reqs) if job else 0,
+                   "matched": matched}  # fmt: skip
+            if job is not None and result is not None:
+                stats = result[2]
+                self.logs.tick_row(self.k, self._ts_ms(t), wall_ms, stats.pending, matched, stats.deferred,
+                                   stats.fallbacks, stats.solve_ms_max)  # fmt: skip
+            self.tick_ms.append(wall_ms)
+            if len(self.tick_ms) > 2000:
+                del self.tick_ms[:1000]
+            self.last_tick = row
+            return row
+
+    def _surge_step(self, t: float) -> None:
+        n = len(self.driver_ids)
+        pend = list(self.searching.values())
+        rc = surge.cells_of(np.array([r.plat for r in pend]), np.array([r.plng for r in pend]), self.surge_cfg)
+        avail = np.flatnonzero(self._eligible(n, t))
+        dc = surge.cells_of(self.lat[avail], self.lng[avail], self.surge_cfg)
+        dt = t - self._surge_t if math.isfinite(self._surge_t) else math.inf
+        self._surge_t = t
+        self.surge, cells = surge.step(self.surge, rc, dc, dt, self.surge_cfg)
+        self.logs.cells(self.k, self._ts_ms(t), cells, self.surge_cfg.precision)
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Run the tick loop on the wall clock in a thread (``matcher serve``; tests call tick())."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="matcher-ticks", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        w = self.cfg.window_s
+        nxt = math.ceil(time.time() / w) * w
+        last_flush = time.monotonic()
+        while not self._stop.wait(max(0.0, nxt - time.time())):
+            try:
+                self.tick()
+                if time.monotonic() - last_flush >= self.cfg.flush_s:
+                    self.flush()
+                    last_flush = time.monotonic()
+            except Exception:  # noqa: BLE001 - logged; the loop goes on
+                _log.exception("tick loop error")
+            nxt += w
+            if nxt < time.time():  # the tick overran its window: skip the missed ones
+                self.late_ticks += 1
+                nxt = math.ceil(time.time() / w) * w
+
+    def flush(self) -> None:
+        """Write what is buffered: the event log (once durable), locations, ticks, cells."""
+        self.store.flush_events()
+        with self.lock:
+            self.logs.flush(self.driver_ids)
+
+    def close(self) -> dict:
+        """Drain: stop ticking, flush everything, write ticks.parquet, cells.parquet, run.json, summary.json."""
+        from matcher.analysis import metrics
+
+        if self.closed:
+            return {}
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.closed = True
+        with self.lock:
+            self.store.close()
+            if not any((self.out / "events").glob("*.parquet")):  # nothing happened: an empty, readable log
+                from matcher.serve.durability import events_table
+
+                self.store.events.write_empty(events_table([]))
+            self.logs.finish(self.driver_ids)
+            try:
+                self.backend.close()
+            except Exception:  # noqa: BLE001 - shards already gone
+                pass
+            meta = self.run_meta()
+        metrics.write_json_atomic(self.out / "run.json", meta)
+        return metrics.write_summary(self.out, meta)
+
+    def run_meta(self) -> dict:
+        return {
+            "policy": "batch",
+            "window_s": self.cfg.window_s,
+            "shards": self.backend.n_shards,
+            "backend": "live",
+            "seed": None,
+            "drivers": len(self.driver_ids),
+            "quarantined": 0,
+            "label": "live",
+            "sim_seconds": max(0.0, self.now()),
+            "wall_seconds": time.perf_counter() - self.started_wall,
+            "sessions": self.sessions,
+            "recovered_open_rides": self.recovered_rides,
+            "failed_ticks": self.failed_ticks,
+            "late_ticks": self.late_ticks,
+            "refused_pings": dict(self.refused),
+            "handoffs": self.coord.handoffs,
+            "shard_restarts": self.coord.restarts,
+            "config": _cfg_json(self.cfg),
+        }
+
+
+_NEXT = {
+    R.ACCEPTED: (R.DRIVER_EN_ROUTE,),
+    R.DRIVER_EN_ROUTE: (R.ARRIVED,),
+    R.ARRIVED: (R.IN_PROGRESS,),
+    R.IN_PROGRESS: (R.COMPLETED,),
+}
+
+
+def _cfg_json(cfg: ServeConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("secret_file", None)  # a path only, but nothing about the secret goes into outputs
+    return {k: v for k, v in d.items() if k != "base_cents"}
