@@ -298,6 +298,104 @@ def _cmd_validate(a) -> int:
     return 0 if report.ok else 1
 
 
+# --- the live service: matcher serve / token / loadgen (matcher.serve) ----------------------------
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be within 1..65535: {text!r}")
+    return v
+
+
+def _cmd_serve(a) -> int:
+    from matcher.config import ServeConfig
+    from matcher.serve.app import run_service
+
+    base = MatchConfig()
+    cfg = ServeConfig(
+        out=a.out, host=a.host, port=a.port, window_s=a.window, shards=a.shards, address=a.address,
+        num_cpus=a.num_cpus, drivers=a.drivers, secret_file=a.secret_file, patience_s=a.patience,
+        offer_timeout_s=a.offer_timeout, record_locations=not a.no_locations, max_drivers=a.max_drivers,
+    )  # fmt: skip
+    summary = run_service(cfg, replace(base, gps_timeout_s=a.gps_timeout))
+    print(f"matcher: drained; {summary.get('requests', 0)} requests, {summary.get('completed', 0)} completed ({a.out})")
+    return 0
+
+
+def _cmd_token(a) -> int:
+    from matcher.serve.auth import issue, load_secret
+
+    print(issue(load_secret(a.secret_file), a.role, a.sub, ttl_s=a.ttl, vehicle=a.vehicle, rating=a.rating))
+    return 0
+
+
+def _cmd_loadgen(a) -> int:
+    from matcher.serve.loadgen import LoadgenConfig, run_loadgen
+
+    cfg = LoadgenConfig(
+        trace=a.trace, url=a.url, out=a.out, drivers=a.drivers, speed=a.speed, secret_file=a.secret_file,
+        duration_s=a.duration, seed=a.seed, accept_prob=a.accept_prob, single_share=a.single_share,
+        drain_timeout_s=a.drain_timeout,
+    )  # fmt: skip
+    result = run_loadgen(cfg)
+    print(f"matcher: loadgen wrote {result['path']} ({result['requests_posted']} requests, "
+          f"{result['rides_ended']} ended, {result['rides_open']} still open)")  # fmt: skip
+    return 0 if result["rides_open"] == 0 else 1
+
+
+def _add_serve_commands(sub) -> None:
+    from matcher.config import ServeConfig
+
+    d = ServeConfig()
+    sv = sub.add_parser("serve", help="run the live dispatch service (Ray Serve)")
+    sv.add_argument("--out", required=True, help="run folder (the same folder after a crash recovers the open rides)")
+    sv.add_argument("--host", default=d.host, help="HTTP bind address (default %(default)s)")
+    sv.add_argument("--port", type=_port, default=d.port, help="HTTP port (default %(default)s)")
+    sv.add_argument("--shards", type=_positive(int), default=d.shards, help="shard actors (default %(default)s)")
+    sv.add_argument("--window", type=_positive(float), default=d.window_s, help="tick period, s (default %(default)s)")
+    sv.add_argument("--drivers", default=None, help="driver file: only these drivers may connect")
+    sv.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
+    sv.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded)")
+    sv.add_argument(
+        "--num-cpus", type=_positive(float), default=d.num_cpus, help="CPUs per shard (default %(default)s)"
+    )
+    sv.add_argument(
+        "--patience", type=_positive(float), default=d.patience_s, help="search time before a ride expires, s"
+    )
+    sv.add_argument("--offer-timeout", type=_positive(float), default=d.offer_timeout_s, help="offer answer time, s")
+    sv.add_argument("--gps-timeout", type=_positive(float), default=MatchConfig.gps_timeout_s, help="stale after, s")
+    sv.add_argument("--max-drivers", type=_positive(int), default=d.max_drivers, help="driver capacity")
+    sv.add_argument("--no-locations", action="store_true", help="do not write OUT/locations/")
+    sv.set_defaults(func=_cmd_serve)
+
+    tk = sub.add_parser("token", help="issue a bearer token for the live service")
+    tk.add_argument("--role", required=True, choices=("rider", "driver", "service"))
+    tk.add_argument("--sub", required=True, help="subject id (rider id, driver id, gateway name)")
+    tk.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
+    tk.add_argument(
+        "--ttl", type=_positive(float), default=None, help="expires after this many seconds (default never)"
+    )
+    tk.add_argument("--vehicle", choices=("uberx", "xl", "black"), default=None, help="driver tokens: vehicle type")
+    tk.add_argument("--rating", type=float, default=None, help="driver tokens: rating 1..5")
+    tk.set_defaults(func=_cmd_token)
+
+    lg = sub.add_parser("loadgen", help="drive a live service from a trace in accelerated real time")
+    lg.add_argument("trace")
+    lg.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    lg.add_argument("--out", required=True, help="folder for loadgen.json")
+    lg.add_argument("--drivers", type=_drivers, default=None, help="driver file or count (default: as replay)")
+    lg.add_argument("--speed", type=_positive(float), default=1.0, help="trace seconds per wall second (default 1)")
+    lg.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
+    lg.add_argument("--duration", type=_positive(float), default=None, help="post requests for this many wall seconds")
+    lg.add_argument("--seed", type=_non_negative_int, default=0)
+    lg.add_argument("--accept-prob", type=_prob, default=SimConfig.accept_prob, help="drivers accept with this")
+    lg.add_argument("--single-share", type=_prob, default=0.05, help="share of drivers pinging one by one")
+    lg.add_argument("--drain-timeout", type=_positive(float), default=600.0, help="wait this long for rides to end")
+    lg.set_defaults(func=_cmd_loadgen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="matcher", description="Batch matching for ride-hailing dispatch, on Ray.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -363,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("trace")
     v.add_argument("--drivers", default=None, help="also check this driver file")
     v.set_defaults(func=_cmd_validate)
+    _add_serve_commands(sub)
     for sp in sub.choices.values():  # --debug works before or after the command
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p

@@ -68,12 +68,26 @@ async def _durable(call: Callable[[Callable[[BaseException | None], None]], Any]
     return result
 
 
+# The dispatcher and authenticator of this process's replica (Ray Serve runs a copy of the app
+# object in the replica, so the replica registers them here, in the module, not on the app).
+LIVE: dict[str, Any] = {}
+
+
+def _live() -> dict[str, Any]:
+    import matcher.serve.api as module  # looked up at call time: the replica's module, not a pickled copy
+
+    return module.LIVE
+
+
 def make_app(dispatcher: Dispatcher | None = None, auth: Authenticator | None = None) -> FastAPI:
     app = FastAPI(title="matcher live dispatch", version="1", docs_url="/docs", redoc_url=None)
     app.state.dispatcher, app.state.auth = dispatcher, auth
 
     def ctx(request: Request) -> tuple[Dispatcher, Authenticator]:
         d, a = request.app.state.dispatcher, request.app.state.auth
+        if d is None or a is None:
+            live = _live()
+            d, a = live.get("dispatcher"), live.get("auth")
         if d is None or a is None:
             raise Unavailable("the service is starting")
         return d, a
