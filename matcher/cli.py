@@ -311,6 +311,10 @@ def _port(text: str) -> int:
 
 def _cmd_serve(a) -> int:
     from matcher.config import ServeConfig
+    from matcher.dist.backend import keep_embedded_ray_on_loopback
+
+    if a.address is None:
+        keep_embedded_ray_on_loopback()  # before ray is imported (matcher.serve.app imports it)
     from matcher.serve.app import run_service
 
     base = MatchConfig()

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from matcher.core.states import DriverStatus
 from matcher.io.atomic import atomic_path
-from matcher.io.schemas import EVENT_KINDS, EVENTS, LOCATIONS
+from matcher.io.schemas import CELLS, EVENT_KINDS, EVENTS, LOCATIONS
 
 KIND = {k: i for i, k in enumerate(EVENT_KINDS)}
 _KIND_ARR = pa.array(EVENT_KINDS, pa.string())
@@ -255,3 +255,43 @@ class StagedTable:
         if self.stage.exists() and not any(self.stage.iterdir()):
             self.stage.rmdir()
         return self.path
+
+
+class CellLog:
+    """OUT/cells.parquet (schema CELLS): the per-tick surge figures of every tracked cell."""
+
+    def __init__(self, out: Path, first_part: int | None = None):
+        self.table = StagedTable(Path(out) / "cells.parquet", CELLS, first_part=first_part)
+
+    def add(self, tick: int, ts_ms: int, cells, precision: int) -> None:
+        """``cells``: a :class:`matcher.core.surge.CellTick`."""
+        n = len(cells)
+        if n == 0:
+            return
+        from matcher.core import geo
+
+        self.table.add(
+            {
+                "tick": np.full(n, tick, np.int64),
+                "ts": pa.array(np.full(n, ts_ms, np.int64)).cast(CELLS.field("ts").type),
+                "cell": geo.int_to_str(cells.cells, precision),
+                "demand": cells.demand_now.astype(np.int32),
+                "supply": cells.supply_now.astype(np.int32),
+                "demand_ewma": cells.demand,
+                "supply_ewma": cells.supply,
+                "ratio": cells.ratio,
+                "surge_multiplier": cells.multiplier,
+            }
+        )
+
+    def flush(self) -> None:
+        self.table.flush()
+
+    def drop_after_checkpoint(self) -> None:
+        """After a resume: remove the parts written after the checkpoint this log was saved in."""
+        for f in self.table.stage.glob("part-*.parquet"):
+            if int(f.stem.split("-")[1]) >= self.table.out.part:
+                f.unlink()
+
+    def finish(self) -> Path:
+        return self.table.finish()

@@ -68,15 +68,10 @@ async def _durable(call: Callable[[Callable[[BaseException | None], None]], Any]
     return result
 
 
-# The dispatcher and authenticator of this process's replica (Ray Serve runs a copy of the app
-# object in the replica, so the replica registers them here, in the module, not on the app).
-LIVE: dict[str, Any] = {}
-
-
 def _live() -> dict[str, Any]:
-    import matcher.serve.api as module  # looked up at call time: the replica's module, not a pickled copy
+    from matcher.serve import registry  # imported at call time: the replica's module, not a pickled copy
 
-    return module.LIVE
+    return registry.LIVE
 
 
 def make_app(dispatcher: Dispatcher | None = None, auth: Authenticator | None = None) -> FastAPI:

@@ -72,9 +72,9 @@ class MatcherIngress:
         shard = ShardConfig(shards=cfg.shards, backend="ray", num_cpus=cfg.num_cpus)
         backend = RayBackend(shard, match, run_name=f"matcher-live-{os.getpid()}-{int(time.time())}")
         self.dispatcher = Dispatcher(cfg, backend, match, fleet=load_fleet(cfg.drivers))
-        from matcher.serve import api
+        from matcher.serve import registry
 
-        api.LIVE.update(dispatcher=self.dispatcher, auth=Authenticator(load_secret(cfg.secret_file)))
+        registry.LIVE.update(dispatcher=self.dispatcher, auth=Authenticator(load_secret(cfg.secret_file)))
         self.dispatcher.start()
 
     def drain(self) -> dict:
@@ -114,7 +114,7 @@ def run_service(cfg: ServeConfig, match: MatchConfig, on_ready=print) -> dict:
     if cfg.drivers is not None:
         load_fleet(cfg.drivers)
     cfg = replace(cfg, out=os.path.abspath(cfg.out))
-    kw: dict = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    kw: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if local:
         kw.update(_node_ip_address="127.0.0.1", num_cpus=max(2, math.ceil(cfg.shards * cfg.num_cpus) + 1))
     try:

@@ -127,6 +127,8 @@ class TickJob:
     pings: Pings
     reqs: RequestBatch
     t_wall0: float
+    demand_cells: np.ndarray  # surge: the cells of the rides pending at this tick ...
+    supply_cells: np.ndarray  # ... and of the drivers available at it (before the solve)
 
 
 class Dispatcher:
@@ -747,7 +749,8 @@ class Dispatcher:
                 np.array([r.plng for r in pend]), np.array([r.ride_type for r in pend], np.int8),
                 np.array([t - r.t for r in pend]), bp[:, 0].copy(), bp[:, 1].copy(),
             )  # fmt: skip
-            return TickJob(self.k, t, pings, reqs, w0)
+            demand = surge.cells_of(reqs.lat, reqs.lng, self.surge_cfg)
+            return TickJob(self.k, t, pings, reqs, w0, demand, self._supply_cells(t))
 
     def tick(self) -> dict:
         """One tick: time-outs and expiries, the shards' solve, offers, surge. Returns the tick's figures."""
@@ -778,7 +781,10 @@ class Dispatcher:
                         matched += 1
                     else:
                         self.dirty[k] = True  # the shard holds it as offered: send its real status
-            self._surge_step(t)
+            if job is None:
+                self._surge_step(t, np.empty(0, np.uint64), self._supply_cells(t))
+            else:
+                self._surge_step(t, job.demand_cells, job.supply_cells)
             wall_ms = (time.perf_counter() - w0) * 1e3
             row = {"tick": self.k, "t": t, "wall_ms": wall_ms, "pending": len(job.reqs) if job else 0,
                    "matched": matched}  # fmt: skip
@@ -792,15 +798,15 @@ class Dispatcher:
             self.last_tick = row
             return row
 
-    def _surge_step(self, t: float) -> None:
-        n = len(self.driver_ids)
-        pend = list(self.searching.values())
-        rc = surge.cells_of(np.array([r.plat for r in pend]), np.array([r.plng for r in pend]), self.surge_cfg)
-        avail = np.flatnonzero(self._eligible(n, t))
-        dc = surge.cells_of(self.lat[avail], self.lng[avail], self.surge_cfg)
+    def _supply_cells(self, t: float) -> np.ndarray:
+        avail = np.flatnonzero(self._eligible(len(self.driver_ids), t))
+        return surge.cells_of(self.lat[avail], self.lng[avail], self.surge_cfg)
+
+    def _surge_step(self, t: float, demand_cells: np.ndarray, supply_cells: np.ndarray) -> None:
+        """The same pure step as the replay's (matcher.core.surge), on this tick's pending rides and free drivers."""
         dt = t - self._surge_t if math.isfinite(self._surge_t) else math.inf
         self._surge_t = t
-        self.surge, cells = surge.step(self.surge, rc, dc, dt, self.surge_cfg)
+        self.surge, cells = surge.step(self.surge, demand_cells, supply_cells, dt, self.surge_cfg)
         self.logs.cells(self.k, self._ts_ms(t), cells, self.surge_cfg.precision)
 
     # ------------------------------------------------------------- lifecycle

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from matcher.core import geo
 from matcher.core.surge import CellTick
-from matcher.io.eventlog import LocationLog, PartWriter, StagedTable
-from matcher.io.schemas import CELLS, LOCATIONS
+from matcher.io.eventlog import CellLog, LocationLog, PartWriter, StagedTable
+from matcher.io.schemas import LOCATIONS
 from matcher.sim.replay import TICKS_SCHEMA
 
 
@@ -35,7 +34,7 @@ class LiveLogs:
         self._many: list[tuple] = []
         self.location_rows = 0
         self.ticks = StagedTable(self.out / "ticks.parquet", TICKS_SCHEMA, rows_per_part=50_000)
-        self.cell_rows = StagedTable(self.out / "cells.parquet", CELLS)
+        self.cell_rows = CellLog(self.out)
 
     # -- locations -------------------------------------------------------------
     def location_one(self, k: int, ts_ms: int, lat: float, lng: float, heading: float, speed: float, status: int):
@@ -89,22 +88,7 @@ class LiveLogs:
         )
 
     def cells(self, tick: int, ts_ms: int, c: CellTick, precision: int) -> None:
-        n = len(c)
-        if n == 0:
-            return
-        self.cell_rows.add(
-            {
-                "tick": np.full(n, tick, np.int64),
-                "ts": pa.array(np.full(n, ts_ms, np.int64)).cast(CELLS.field("ts").type),
-                "cell": geo.int_to_str(c.cells, precision),
-                "demand": c.demand_now.astype(np.int32),
-                "supply": c.supply_now.astype(np.int32),
-                "demand_ewma": c.demand,
-                "supply_ewma": c.supply,
-                "ratio": c.ratio,
-                "surge_multiplier": c.multiplier,
-            }
-        )
+        self.cell_rows.add(tick, ts_ms, c, precision)
 
     def flush(self, driver_ids: list[str]) -> None:
         self._flush_locations(driver_ids)

@@ -138,6 +138,7 @@ class Loadgen:
         self.sent_at: dict[int, float] = {}
         self.first_offer: dict[str, float] = {}
         self.attempts: Counter = Counter()
+        self.ignored: set[str] = set()
         self.ended: dict[str, str] = {}
         self.start = 0.0
         self.posting_done = False
@@ -292,15 +293,24 @@ class Loadgen:
                     await asyncio.sleep(0.5)
                 continue
             offer = r.json()
-            await self.answer(client, k, offer, h)
+            if offer["offer_id"] in self.ignored:  # an offer left to time out, polled again
+                await asyncio.sleep(min(max(offer.get("expires_in_seconds", 1.0), 0.1), 5.0))
+                continue
+            try:
+                await self.answer(client, k, offer, h)
+            except Exception as e:  # noqa: BLE001 - counted; the simulated app goes on
+                self.stats.record("driver_error", type(e).__name__)
+                self.on_trip[k] = False
 
     async def answer(self, client: httpx.AsyncClient, k: int, offer: dict, h: dict) -> None:
         cfg = self.cfg
         rid = offer["ride_id"]
         now = self.now()
-        i = self.ride_row.get(rid)
-        if i is None:  # the POST's answer has not arrived yet (or was lost): match by nothing
-            i = -1
+        for _ in range(100):  # the offer may arrive before the POST's answer does
+            if rid in self.ride_row:
+                break
+            await asyncio.sleep(0.05)
+        i = self.ride_row.get(rid, -1)
         if rid not in self.first_offer and i >= 0:
             self.first_offer[rid] = now
             self.stats.ms["request_to_offer_ms"].append((now - self.sent_at[i]) * 1e3)
@@ -310,6 +320,7 @@ class Loadgen:
         resp = rand.exponential1(cfg.response_s, cfg.seed, rand.RESPONSE, key, c)
         accept = rand.uniform1(cfg.seed, rand.ACCEPT, key, c) < cfg.accept_prob
         if resp >= cfg.offer_timeout_s:  # would answer too late: the offer times out at the service
+            self.ignored.add(offer["offer_id"])
             return
         await asyncio.sleep(resp / cfg.speed)
         verb = "accept" if accept else "decline"

@@ -34,6 +34,7 @@ from matcher.io import trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
 from matcher.sim import fleet as fleet_mod
+from matcher.sim.cells import ReplayCells
 from matcher.sim.world import Fleet, Requests, World
 
 _log = logging.getLogger("matcher")
@@ -77,7 +78,7 @@ def _prepare_out(out: Path) -> None:
     for name in ("events", "locations"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet", CHECKPOINT):
+    for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet", "cells.parquet", CHECKPOINT):
         (out / name).unlink(missing_ok=True)
 
 
@@ -95,6 +96,7 @@ class LoopState:
     wall_before: float = 0.0  # wall seconds of the sessions before a resume
     failed_ticks: int = 0
     next_checkpoint: float = 0.0
+    cells: ReplayCells | None = None  # OUT/cells.parquet (surge per cell and tick)
 
 
 def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = make_backend) -> dict:
@@ -205,6 +207,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
             world = World(reqs, fleet, sim, cfg.match, log)
             coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
             st = LoopState(last_sent=np.full(len(fleet), -np.inf), next_checkpoint=cfg.checkpoint_every_s)
+            st.cells = ReplayCells(out, t0_ms)
         else:
             log = EventLog(
                 out / "events",
@@ -223,6 +226,8 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
             world, coord, st = resume["world"], resume["coord"], resume["loop"]
             world.log = log
             coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
+            if getattr(st, "cells", None) is not None:
+                st.cells.resumed()
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
         coord.finish()  # the shard inputs sent without waiting: done, refusals counted
@@ -231,6 +236,8 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
     log.flush()
     if locations is not None:
         locations.flush()
+    if getattr(st, "cells", None) is not None:
+        st.cells.finish()
     ticks = st.ticks
     tick_table = pa.table(ticks, schema=TICKS_SCHEMA) if ticks["tick"] else TICKS_SCHEMA.empty_table()
     if len(tick_table):
@@ -273,6 +280,8 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
         locations.flush()
     st.wall_before = wall_so_far
     coord.finish()
+    if st.cells is not None:
+        st.cells.flush()
     state = {
         "cfg": cfg,
         "world": world,
@@ -338,6 +347,8 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
                 _log.warning("tick %d failed (%s: %s); its requests wait for the next tick", k, type(e).__name__, e)
                 continue
             world.apply_matches(t, k, m.req, m.key, m.eta, m.dist, m.lat, m.lng, shard_of)
+            if st.cells is not None:
+                st.cells.tick(world, k, t, idx)
             for name, v in (
                 ("tick", k),
                 ("ts", t),
