@@ -39,6 +39,7 @@ def _registry():
         ("peak_rss_mb_replay_1m", ("peak_rss_mb_replay_1m",), "replay"),
         ("ray_overhead_small_city", ("ray_overhead_small_city",), "ray_overhead"),
         ("ray_overhead_metro", ("ray_overhead_metro",), "ray_overhead"),
+        ("serve_live", tuple(_SERVE), "serve"),
     ]
 
 
@@ -61,6 +62,16 @@ SPECS = {
     "ray_overhead_small_city": ("ratio", 1.5, "lower"),
     "ray_overhead_metro": ("ratio", None, None),
 }
+# the live service (bench/serve.py; one service run measures them all)
+_SERVE = {
+    "serve_batch_pings_per_s": ("pings/s", 12_500, "higher"),
+    "serve_batch_put_ms_p99": ("ms", 50, "lower"),
+    "serve_single_put_per_s": ("req/s", 1_000, "higher"),
+    "serve_request_post_ms_p99": ("ms", 50, "lower"),
+    "serve_request_to_offer_ms_p99": ("ms", 2_100, "lower"),
+    "serve_audit_violations": ("violations", 0, "lower"),
+}
+SPECS.update(_SERVE)
 
 
 def _select(only: str | None):

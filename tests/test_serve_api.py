@@ -450,7 +450,7 @@ def test_metrics_are_prometheus_text(svc):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
     for name in ("matcher_tick_latency_ms", "matcher_pending_rides", "matcher_matched_total", "matcher_pings_total",
-                 "matcher_offers_outstanding"):  # fmt: skip
+                 "matcher_offers_outstanding", "matcher_pings_per_second"):  # fmt: skip
         assert f"# TYPE {name}" in text
     assert "matcher_matched_total 1" in text
     assert svc.client.get("/healthz").json()["status"] == "ok"

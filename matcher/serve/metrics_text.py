@@ -35,6 +35,7 @@ def render(d) -> str:
         )  # fmt: skip
         _line(out, "matcher_matched_total", "counter", "offers made by the matcher", [("", d.counters["matches"])])
         _line(out, "matcher_pings_total", "counter", "driver location updates accepted", [("", d.pings)])
+        _line(out, "matcher_pings_per_second", "gauge", "pings accepted per second, last 10 s", [("", d.pings_per_s())])
         _line(
             out, "matcher_pings_refused_total", "counter", "driver location updates refused, by reason",
             [(f'{{reason="{k}"}}', v) for k, v in sorted(d.refused.items())],
