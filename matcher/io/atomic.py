@@ -127,3 +127,12 @@ def remove_leftovers(folder: str | os.PathLike) -> int:
         f.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def sync_append(f: Any, created: str | os.PathLike | None = None) -> None:
+    """fsync an open file that is appended to in place (the live service's journal: its group
+    commit), and the folder too when the file was just ``created`` (so that its name survives)."""
+    f.flush()
+    os.fsync(f.fileno())
+    if created is not None:
+        _fsync_dir(os.path.dirname(os.path.abspath(created)))

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from matcher.io.atomic import sync_append
+
 Callback = Callable[[BaseException | None], None]
 
 
@@ -34,6 +36,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike, min_interval_s: float = 0.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._new = not self.path.exists()
         self._f = open(self.path, "ab")  # noqa: SIM115 - owned by the committer thread until close
         self._min_interval = float(min_interval_s)
         self._cond = threading.Condition()
@@ -102,8 +105,8 @@ class Journal:
                 t0 = time.perf_counter()
                 try:
                     self._f.write(b"".join(lines))
-                    self._f.flush()
-                    os.fsync(self._f.fileno())
+                    sync_append(self._f, self.path if self._new else None)
+                    self._new = False
                 except OSError as e:
                     err = e
                     with self._cond:
@@ -167,6 +170,5 @@ def truncate_torn_tail(path: str | os.PathLike) -> int:
     if good < len(data):
         with open(p, "r+b") as f:
             f.truncate(good)
-            f.flush()
-            os.fsync(f.fileno())
+            sync_append(f)
     return len(data) - good
