@@ -147,11 +147,10 @@ class ServeConfig:
     patience_s: float = 300.0  # a ride still searching after this many seconds expires
     offer_timeout_s: float = 20.0  # an offer with no answer by then counts as a decline
     max_drivers: int = 100_000  # driver keys the coordinator's tables are sized for
-    commit_interval_s: float = 0.005  # group commit: the journal is fsynced at most this often
+    commit_interval_s: float = 0.0  # group commit: at least this long between two fsyncs (0: back to back)
     flush_s: float = 10.0  # journal -> Parquet event parts, locations, ticks, cells this often
     record_locations: bool = True  # OUT/locations/ from the pings
     long_poll_s: float = 25.0  # the longest GET /v1/drivers/offer may wait
-    ping_buffer: int = 1_000_000  # pings buffered between two ticks before 503 (back-pressure)
     base_cents: tuple[tuple[str, int, int, int], ...] = (  # ride type, base, per km, per minute (cents)
         ("uberx", 250, 110, 25),
         ("pool", 200, 80, 20),
