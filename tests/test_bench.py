@@ -41,12 +41,16 @@ EXPECTED = {
 }
 SERVE = {f for f in EXPECTED if f.startswith("serve_")}
 # measured even in --quick mode (the others are skipped there: Ray, the 1M replay)
-MEASURED_IN_QUICK = EXPECTED - SERVE - {
-    "ingest_pings_per_s_ray",
-    "peak_rss_mb_replay_1m",
-    "ray_overhead_small_city",
-    "ray_overhead_metro",
-}
+MEASURED_IN_QUICK = (
+    EXPECTED
+    - SERVE
+    - {
+        "ingest_pings_per_s_ray",
+        "peak_rss_mb_replay_1m",
+        "ray_overhead_small_city",
+        "ray_overhead_metro",
+    }
+)
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
