@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,6 +141,7 @@ def test_cells_and_lookup():
     assert surge.multiplier_at(state, c).tolist() == [2.5, 2.5, 1.0]
 
 
+@pytest.mark.slow
 def test_replay_writes_cells_parquet(small_trace, tmp_path):
     """Every tick of a replay: one row per tracked cell; demand sums to the tick's pending requests."""
     import polars as pl
