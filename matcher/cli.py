@@ -6,13 +6,19 @@ Exit codes: 0 ok, 1 failure (one line, no traceback unless --debug), 2 bad argum
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import math
 import os
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import replace
 
 from matcher.config import MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
-from matcher.errors import MatcherError
+from matcher.errors import MatcherError, UsageError
+from matcher.io.bounds import RANGES, BoundsError, parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,45 +26,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(kind):
+def _bounded(name: str):
+    """The argparse type of numeric option ``name``: its kind and range from matcher.io.bounds (one place)."""
+
     def conv(text: str):
         try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-        return v
+            return parse(name, text)
+        except BoundsError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
+    conv.__name__ = name
     return conv
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return v
-
-
-def _prob(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1: {text!r}")
-    return v
+def _range(name: str) -> str:
+    return RANGES[name].text()
 
 
 def _drivers(text: str):
-    if text.lstrip("+-").isdigit():  # a count (a wrong one is a bad argument: exit 2, not 1)
-        v = int(text)
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-        return v
+    if text.strip().lstrip("+-").isdigit():  # a count (a wrong one is a bad argument: exit 2, not 1)
+        return _bounded("drivers")(text)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a driver file or a count, got ''")
+    with contextlib.suppress(ValueError):
+        float(text)  # nan, inf, 2.5, 1e400: meant as a count, not a file name
+        if not os.path.exists(text):
+            raise argparse.ArgumentTypeError(f"a count of drivers must be a whole number {_range('drivers')}: {text!r}")
     return text
 
 
@@ -82,20 +75,58 @@ def _tz_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _policies(text: str):
+    from matcher.sim.compare import parse_policies
+
+    try:
+        return parse_policies(text)
+    except MatcherError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--policies: ")) from None
+
+
+def _day(text: str) -> str:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text.strip()).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD: {text!r}") from None
+
+
 def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
     s, m = SimConfig(), MatchConfig()
-    p.add_argument("trace", nargs="?" if resumable else None, help="trace: a Parquet file or a folder of Parquet files")
-    p.add_argument("--out", required=not resumable, help="output folder")
+
+    def num(flag: str, name: str, default, text: str, group=p) -> None:
+        group.add_argument(
+            flag, type=_bounded(name), default=default, help=f"{text} (default %(default)s; {_range(name)})"
+        )
+
+    p.add_argument(
+        "trace",
+        nargs="?" if resumable else None,
+        help="trace: a Parquet file or a folder of Parquet files (docs/trace.md; required"
+        + (" unless --resume)" if resumable else ")"),
+    )
+    p.add_argument(
+        "--out",
+        required=not resumable,
+        help="output folder: new or empty, or see --overwrite (required" + (" unless --resume)" if resumable else ")"),
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the matcher run already in --out, removed whole; a folder that is not a run is never "
+        "deleted (default off)",
+    )
     p.add_argument(
         "--drivers",
         type=_drivers,
         default=None,
-        help="a driver file (Parquet) or a count to synthesise (default: one per 10 requests of the busiest hour)",
+        help="a driver file (Parquet) or a count to synthesise "
+        f"(default: one per 10 requests of the busiest hour; a count is {_range('drivers')})",
     )
-    p.add_argument(
-        "--window", type=_positive(float), default=s.window_s, help="batch window in seconds (default %(default)s)"
-    )
-    p.add_argument("--shards", type=_positive(int), default=1, help="number of geohash shards (default 1)")
+    num("--window", "window", s.window_s, "batch window in seconds")
+    num("--shards", "shards", 1, "number of geohash shards")
     p.add_argument(
         "--backend",
         choices=("inprocess", "ray"),
@@ -110,71 +141,41 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
     )
     p.add_argument(
         "--wait-for-nodes",
-        type=float,
+        type=_bounded("wait_for_nodes"),
         default=ShardConfig.wait_for_nodes_s,
         metavar="S",
         help="an autoscaling cluster: wait up to S seconds for nodes to fit the shards "
-        "(default 0: shards that do not fit the cluster fail at once)",
+        f"(default 0: shards that do not fit the cluster fail at once; {_range('wait_for_nodes')})",
+    )
+    num("--num-cpus", "num_cpus", ShardConfig.num_cpus, "CPUs per shard actor")
+    num("--seed", "seed", 0, "random seed")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar, no printed summary and no Ray banners; the output folder is still printed (default off)",
     )
     p.add_argument(
-        "--num-cpus",
-        type=_positive(float),
-        default=ShardConfig.num_cpus,
-        help="CPUs per shard actor (default %(default)s)",
+        "--record-locations",
+        action="store_true",
+        help="write driver location history to OUT/locations/ (default off)",
     )
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--record-locations", action="store_true", help="write driver location history to OUT/locations/")
-    p.add_argument(
+    num(
         "--checkpoint-every",
-        type=float,
-        default=RunConfig.checkpoint_every_s,
-        help="simulated seconds between checkpoints, 0 for none (default %(default)s)",
+        "checkpoint_every",
+        RunConfig.checkpoint_every_s,
+        "simulated seconds between checkpoints, 0 for none",
     )
     g = p.add_argument_group("models")
-    g.add_argument(
-        "--patience", type=_positive(float), default=s.patience_s, help="rider patience, s (default %(default)s)"
-    )
-    g.add_argument(
-        "--accept-prob", type=_prob, default=s.accept_prob, help="driver acceptance probability (default %(default)s)"
-    )
-    g.add_argument(
-        "--offer-timeout",
-        type=_positive(float),
-        default=s.offer_timeout_s,
-        help="offer timeout, s (default %(default)s)",
-    )
-    g.add_argument(
-        "--cancel-base",
-        type=_prob,
-        default=s.cancel_base,
-        help="rider cancel probability after match, base (default %(default)s)",
-    )
-    g.add_argument(
-        "--cancel-per-min",
-        type=_prob,
-        default=s.cancel_per_min,
-        help="... plus this per minute of pickup ETA (default %(default)s)",
-    )
-    g.add_argument(
-        "--gps-dropout-rate",
-        type=float,
-        default=s.gps_dropout_rate_per_h,
-        help="GPS dropouts per driver-hour (default %(default)s)",
-    )
-    g.add_argument(
-        "--speed", type=_positive(float), default=s.trip_speed_mps, help="city speed, m/s (default %(default)s)"
-    )
-    g.add_argument(
-        "--radius", type=_positive(float), default=m.radius_m, help="candidate radius, m (default %(default)s)"
-    )
-    g.add_argument("--k", type=_positive(int), default=m.k, help="candidates per request (default %(default)s)")
-    g.add_argument(
-        "--gps-timeout",
-        type=_positive(float),
-        default=m.gps_timeout_s,
-        help="stale after this many silent seconds (default %(default)s)",
-    )
+    num("--patience", "patience", s.patience_s, "rider patience, s", g)
+    num("--accept-prob", "accept_prob", s.accept_prob, "driver acceptance probability", g)
+    num("--offer-timeout", "offer_timeout", s.offer_timeout_s, "offer timeout, s", g)
+    num("--cancel-base", "cancel_base", s.cancel_base, "rider cancel probability after match, base", g)
+    num("--cancel-per-min", "cancel_per_min", s.cancel_per_min, "... plus this per minute of pickup ETA", g)
+    num("--gps-dropout-rate", "gps_dropout_rate", s.gps_dropout_rate_per_h, "GPS dropouts per driver-hour", g)
+    num("--speed", "speed", s.trip_speed_mps, "city speed, m/s", g)
+    num("--radius", "radius", m.radius_m, "candidate radius, m", g)
+    num("--k", "k", m.k, "candidates per request", g)
+    num("--gps-timeout", "gps_timeout", m.gps_timeout_s, "stale after this many silent seconds", g)
 
 
 def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, window: float | None = None) -> RunConfig:
@@ -205,9 +206,9 @@ def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, windo
         shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus, wait_for_nodes_s=a.wait_for_nodes
     )
     return RunConfig(
-        trace=a.trace,
+        trace=os.path.abspath(a.trace),
         out=a.out,
-        drivers=a.drivers,
+        drivers=os.path.abspath(a.drivers) if isinstance(a.drivers, str) else a.drivers,
         sim=sim,
         match=match,
         shard=shard,
@@ -232,28 +233,123 @@ def _output_folder(out: str) -> str:
     return os.path.abspath(out)  # the replay prints it once the inputs are read
 
 
+# What each option of `replay` sets in the run's config: with --resume, an option given again must
+# say what the run already uses (the run continues with its own options).
+_RESUME_FIELDS = {
+    "trace": lambda c: os.path.abspath(c.trace),
+    "drivers": lambda c: c.drivers,
+    "policy": lambda c: c.sim.policy,
+    "window": lambda c: c.sim.window_s,
+    "shards": lambda c: c.shard.shards,
+    "backend": lambda c: c.shard.backend,
+    "address": lambda c: c.shard.address,
+    "wait_for_nodes": lambda c: c.shard.wait_for_nodes_s,
+    "num_cpus": lambda c: c.shard.num_cpus,
+    "seed": lambda c: c.sim.seed,
+    "record_locations": lambda c: c.record_locations,
+    "checkpoint_every": lambda c: c.checkpoint_every_s,
+    "patience": lambda c: c.sim.patience_s,
+    "accept_prob": lambda c: c.sim.accept_prob,
+    "offer_timeout": lambda c: c.sim.offer_timeout_s,
+    "cancel_base": lambda c: c.sim.cancel_base,
+    "cancel_per_min": lambda c: c.sim.cancel_per_min,
+    "gps_dropout_rate": lambda c: c.sim.gps_dropout_rate_per_h,
+    "speed": lambda c: c.sim.trip_speed_mps,
+    "radius": lambda c: c.match.radius_m,
+    "k": lambda c: c.match.k,
+    "gps_timeout": lambda c: c.match.gps_timeout_s,
+}
+_NOT_RUN_OPTIONS = {"resume", "quiet", "debug", "help", "out", "overwrite", "tz"}  # tz: the report's only
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the options written out in ``argv`` (argparse's unique-prefix abbreviations too)."""
+    given: set[str] = set()
+    longs = [(o, act) for act in parser._actions for o in act.option_strings]
+    positionals = [act for act in parser._actions if not act.option_strings]
+    n_pos = 0
+    skip = False
+    tokens = argv[argv.index("replay") + 1 :] if "replay" in argv else argv
+    for tok in tokens:
+        if skip:
+            skip = False
+            continue
+        if tok == "--":
+            break
+        if tok.startswith("-") and len(tok) > 1:
+            name = tok.split("=", 1)[0]
+            exact = [act for o, act in longs if o == name]
+            match = exact or [act for o, act in longs if o.startswith(name)]
+            if len({id(a) for a in match}) == 1:
+                act = match[0]
+                given.add(act.dest)
+                skip = (
+                    "=" not in tok
+                    and act.nargs != 0
+                    and not isinstance(act, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+                )
+        elif n_pos < len(positionals):
+            given.add(positionals[n_pos].dest)
+            n_pos += 1
+    return given
+
+
+def _resume_check(a):
+    """The check `resume_replay` runs on the run's config: options given again must match it."""
+    given = _given(a.parser, a.argv) - _NOT_RUN_OPTIONS
+
+    def check(cfg: RunConfig) -> None:
+        for dest in sorted(given):
+            flag = "TRACE" if dest == "trace" else "--" + dest.replace("_", "-")
+            if dest not in _RESUME_FIELDS:
+                raise UsageError(f"{flag}: cannot be given with --resume (the run continues with its own options)")
+            run_value = _RESUME_FIELDS[dest](cfg)
+            value = getattr(a, dest)
+            if dest in ("trace", "drivers") and isinstance(value, str):
+                value = os.path.abspath(value)
+            if value != run_value:
+                raise UsageError(
+                    f"{flag} {value!r} differs from the run's {run_value!r}: --resume continues the run with its "
+                    "own options (drop it, or start a new run with --overwrite)"
+                )
+
+    return check
+
+
+def _done(out: str) -> None:
+    """Every run ends by printing its absolute output folder (on stdout, also under --quiet)."""
+    print(os.path.abspath(out), flush=True)
+
+
 def _cmd_replay(a) -> int:
+    from matcher.analysis.report import build_report
     from matcher.analysis.summary_text import format_summary
     from matcher.sim.replay import resume_replay, run_replay
 
     if a.resume:
-        summary = resume_replay(_output_folder(a.resume), quiet=a.quiet)
+        out = _output_folder(a.resume)
+        a.out_dir = out
+        summary = resume_replay(out, quiet=a.quiet, check=_resume_check(a))
     elif a.trace is None or a.out is None:
         a.parser.error("replay needs TRACE and --out (or --resume OUT)")
     else:
-        a.out = _output_folder(a.out)
-        summary = run_replay(config_from_args(a, policy=Policy(a.policy)))
+        a.out = out = _output_folder(a.out)
+        a.out_dir = out
+        summary = run_replay(config_from_args(a, policy=Policy(a.policy)), overwrite=a.overwrite)
+    build_report(out, tz=a.tz)
     if not a.quiet:
         print(format_summary([summary]))
+    _done(out)
     return 0
 
 
 def _cmd_compare(a) -> int:
-    from matcher.sim.compare import parse_policies, run_compare
+    from matcher.sim.compare import run_compare
 
-    policies = parse_policies(a.policies)
     a.out = _output_folder(a.out)
-    run_compare(a, policies, config_from_args)
+    a.out_dir = a.out
+    run_compare(a, a.policies, config_from_args)
+    _done(a.out)
     return 0
 
 
@@ -299,16 +395,6 @@ def _cmd_validate(a) -> int:
 
 
 # --- the live service: matcher serve / token / loadgen (matcher.serve) ----------------------------
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"must be within 1..65535: {text!r}")
-    return v
-
-
 def _cmd_serve(a) -> int:
     from matcher.config import ServeConfig
     from matcher.dist.backend import keep_embedded_ray_on_loopback
@@ -356,21 +442,21 @@ def _add_serve_commands(sub) -> None:
     sv = sub.add_parser("serve", help="run the live dispatch service (Ray Serve)")
     sv.add_argument("--out", required=True, help="run folder (the same folder after a crash recovers the open rides)")
     sv.add_argument("--host", default=d.host, help="HTTP bind address (default %(default)s)")
-    sv.add_argument("--port", type=_port, default=d.port, help="HTTP port (default %(default)s)")
-    sv.add_argument("--shards", type=_positive(int), default=d.shards, help="shard actors (default %(default)s)")
-    sv.add_argument("--window", type=_positive(float), default=d.window_s, help="tick period, s (default %(default)s)")
+    sv.add_argument("--port", type=_bounded("port"), default=d.port, help=f"HTTP port (default %(default)s; {_range('port')})")
+    sv.add_argument("--shards", type=_bounded("shards"), default=d.shards, help="shard actors (default %(default)s)")
+    sv.add_argument("--window", type=_bounded("window"), default=d.window_s, help="tick period, s (default %(default)s)")
     sv.add_argument("--drivers", default=None, help="driver file: only these drivers may connect")
     sv.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
     sv.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded)")
     sv.add_argument(
-        "--num-cpus", type=_positive(float), default=d.num_cpus, help="CPUs per shard (default %(default)s)"
+        "--num-cpus", type=_bounded("num_cpus"), default=d.num_cpus, help="CPUs per shard (default %(default)s)"
     )
     sv.add_argument(
-        "--patience", type=_positive(float), default=d.patience_s, help="search time before a ride expires, s"
+        "--patience", type=_bounded("patience"), default=d.patience_s, help="search time before a ride expires, s"
     )
-    sv.add_argument("--offer-timeout", type=_positive(float), default=d.offer_timeout_s, help="offer answer time, s")
-    sv.add_argument("--gps-timeout", type=_positive(float), default=MatchConfig.gps_timeout_s, help="stale after, s")
-    sv.add_argument("--max-drivers", type=_positive(int), default=d.max_drivers, help="driver capacity")
+    sv.add_argument("--offer-timeout", type=_bounded("offer_timeout"), default=d.offer_timeout_s, help="offer answer time, s")
+    sv.add_argument("--gps-timeout", type=_bounded("gps_timeout"), default=MatchConfig.gps_timeout_s, help="stale after, s")
+    sv.add_argument("--max-drivers", type=_bounded("max_drivers"), default=d.max_drivers, help="driver capacity")
     sv.add_argument("--no-locations", action="store_true", help="do not write OUT/locations/")
     sv.set_defaults(func=_cmd_serve)
 
@@ -379,10 +465,10 @@ def _add_serve_commands(sub) -> None:
     tk.add_argument("--sub", required=True, help="subject id (rider id, driver id, gateway name)")
     tk.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
     tk.add_argument(
-        "--ttl", type=_positive(float), default=None, help="expires after this many seconds (default never)"
+        "--ttl", type=_bounded("ttl"), default=None, help="expires after this many seconds (default never)"
     )
     tk.add_argument("--vehicle", choices=("uberx", "xl", "black"), default=None, help="driver tokens: vehicle type")
-    tk.add_argument("--rating", type=float, default=None, help="driver tokens: rating 1..5")
+    tk.add_argument("--rating", type=_bounded("rating"), default=None, help="driver tokens: rating 1..5")
     tk.set_defaults(func=_cmd_token)
 
     lg = sub.add_parser("loadgen", help="drive a live service from a trace in accelerated real time")
@@ -390,19 +476,19 @@ def _add_serve_commands(sub) -> None:
     lg.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
     lg.add_argument("--out", required=True, help="folder for loadgen.json")
     lg.add_argument("--drivers", type=_drivers, default=None, help="driver file or count (default: as replay)")
-    lg.add_argument("--speed", type=_positive(float), default=1.0, help="trace seconds per wall second (default 1)")
+    lg.add_argument("--speed", type=_bounded("loadgen_speed"), default=1.0, help="trace seconds per wall second (default 1)")
     lg.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
-    lg.add_argument("--duration", type=_positive(float), default=None, help="post requests for this many wall seconds")
-    lg.add_argument("--seed", type=_non_negative_int, default=0)
-    lg.add_argument("--accept-prob", type=_prob, default=SimConfig.accept_prob, help="drivers accept with this")
-    lg.add_argument("--single-share", type=_prob, default=0.05, help="share of drivers pinging one by one")
-    lg.add_argument("--drain-timeout", type=_positive(float), default=600.0, help="wait this long for rides to end")
+    lg.add_argument("--duration", type=_bounded("duration"), default=None, help="post requests for this many wall seconds")
+    lg.add_argument("--seed", type=_bounded("seed"), default=0, help="random seed (default 0)")
+    lg.add_argument("--accept-prob", type=_bounded("accept_prob"), default=SimConfig.accept_prob, help="drivers accept with this")
+    lg.add_argument("--single-share", type=_bounded("single_share"), default=0.05, help="share of drivers pinging one by one")
+    lg.add_argument("--drain-timeout", type=_bounded("drain_timeout"), default=600.0, help="wait this long for rides to end")
     lg.set_defaults(func=_cmd_loadgen)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="matcher", description="Batch matching for ride-hailing dispatch, on Ray.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (default off)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     r = sub.add_parser("replay", help="replay a trace and write a run folder")
@@ -417,72 +503,138 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="OUT",
         default=None,
-        help="continue the interrupted run in OUT from its last checkpoint (other options are ignored)",
+        help="continue the interrupted run in OUT from its last checkpoint, with the run's own options "
+        "(an option given again must match them; the trace and driver files must be unchanged; default: none)",
     )
+    _tz_option(r)
     r.set_defaults(func=_cmd_replay, parser=r)
 
     c = sub.add_parser("compare", help="replay one trace under several policies")
     _run_options(c)
     c.add_argument(
-        "--policies", default="greedy,batch:2,batch:10", help="comma list: greedy, batch:SECONDS (default %(default)s)"
+        "--policies",
+        type=_policies,
+        default="greedy,batch:2,batch:10",
+        help="comma list: greedy, batch:SECONDS (default %(default)s)",
     )
     _tz_option(c)
     c.set_defaults(func=_cmd_compare)
 
     rep = sub.add_parser("report", help="(re)build DIR/report.html")
-    rep.add_argument("dir", help="a run folder (summary.json) or a compare folder (compare.json)")
+    rep.add_argument("dir", help="a run folder (summary.json) or a compare folder (compare.json); no default")
     _tz_option(rep)
     rep.set_defaults(func=_cmd_report)
 
     imp = sub.add_parser("import", help="convert public trip data to a trace")
-    imp.add_argument("source", choices=("nyc-uber-2014", "tlc-yellow"))
-    imp.add_argument("files", nargs="+")
-    imp.add_argument("--out", required=True, help="trace file to write (.parquet)")
+    imp.add_argument("source", choices=("nyc-uber-2014", "tlc-yellow"), help="the layout of FILE (no default)")
+    imp.add_argument("files", nargs="+", help="CSV files, plain or .gz (no default)")
+    imp.add_argument("--out", required=True, help="trace file to write (.parquet; required)")
     imp.add_argument(
         "--day",
+        type=_day,
         default=None,
         metavar="YYYY-MM-DD",
-        help="keep only the trips whose local (New York) pickup date is this day",
+        help="keep only the trips whose local (New York) pickup date is this day (default: every day)",
     )
     imp.set_defaults(func=_cmd_import)
 
     sy = sub.add_parser("synth", help="generate a synthetic city")
-    sy.add_argument("--out", required=True, help="trace file to write")
-    sy.add_argument("--drivers-out", required=True, help="driver file to write")
-    sy.add_argument("--drivers", type=_positive(int), default=5000)
-    sy.add_argument("--requests-per-s", type=_positive(float), default=5.0)
-    sy.add_argument("--hours", type=_positive(float), default=1.0)
-    sy.add_argument("--seed", type=_non_negative_int, default=0)
-    sy.add_argument(
-        "--cities",
-        type=_positive(int),
-        default=1,
-        help="spread the rate and the fleet over this many cities around the world (default 1)",
-    )
+    sy.add_argument("--out", required=True, help="trace file to write (required)")
+    sy.add_argument("--drivers-out", required=True, help="driver file to write (required)")
+
+    def snum(flag: str, name: str, default, text: str) -> None:
+        sy.add_argument(
+            flag, type=_bounded(name), default=default, help=f"{text} (default %(default)s; {_range(name)})"
+        )
+
+    snum("--drivers", "synth_drivers", 5000, "drivers in the fleet")
+    snum("--requests-per-s", "requests_per_s", 5.0, "mean request rate over the window")
+    snum("--hours", "hours", 1.0, "length of the window")
+    snum("--seed", "seed", 0, "random seed")
+    snum("--cities", "cities", 1, "spread the rate and the fleet over this many cities around the world")
     sy.set_defaults(func=_cmd_synth)
 
     v = sub.add_parser("validate", help="check a trace; exit 1 if it would be rejected")
-    v.add_argument("trace")
-    v.add_argument("--drivers", default=None, help="also check this driver file")
+    v.add_argument("trace", help="a Parquet file or a folder of Parquet files (no default)")
+    v.add_argument("--drivers", default=None, help="also check this driver file (default: none)")
     v.set_defaults(func=_cmd_validate)
     _add_serve_commands(sub)
     for sp in sub.choices.values():  # --debug works before or after the command
-        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks (default off)")
     return p
 
 
+class _Warnings(logging.Handler):
+    """The library's warnings as ``matcher: warning: ...``, one line each, on the current sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"matcher: warning: {' '.join(record.getMessage().split())}", file=sys.stderr)
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("matcher")
+    if not any(isinstance(h, _Warnings) for h in log.handlers):
+        log.addHandler(_Warnings(logging.WARNING))
+        log.propagate = False
+
+
+def _interrupted(a, e) -> int:
+    """One line on how to go on after Ctrl-C (exit 130) or SIGTERM (exit 143)."""
+    from matcher.sim.replay import CHECKPOINT
+
+    out = getattr(a, "out_dir", None)
+    how = {2: "interrupted", 15: "terminated"}.get(e.signum, f"stopped by signal {e.signum}")
+    if out is None:
+        print(f"matcher: {how}", file=sys.stderr)
+    elif a.cmd == "compare":
+        print(f"matcher: {how}; a compare starts over: rerun it with --overwrite", file=sys.stderr)
+    elif os.path.exists(os.path.join(out, "summary.json")) and not os.path.exists(os.path.join(out, CHECKPOINT)):
+        print(
+            f"matcher: {how} after the run was written; rebuild its report with: matcher report {os.path.abspath(out)}",
+            file=sys.stderr,
+        )
+    elif os.path.exists(os.path.join(out, CHECKPOINT)):
+        print(f"matcher: {how}; continue with: matcher replay --resume {os.path.abspath(out)}", file=sys.stderr)
+    else:
+        print(f"matcher: {how} before the first checkpoint; start again with --overwrite", file=sys.stderr)
+    return 128 + e.signum
+
+
 def main(argv: list[str] | None = None) -> int:
+    from matcher.sim import interrupt
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
+    _setup_logging()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    saved = interrupt.install() if in_main_thread else None
     try:
         return args.func(args)
+    except interrupt.Interrupted as e:
+        return _interrupted(args, e)
+    except KeyboardInterrupt:
+        return _interrupted(args, interrupt.Interrupted(2))
+    except SystemExit as e:
+        if e.code == int(signal.SIGTERM):  # ray.init's own SIGTERM handler exits with 15, silently
+            return _interrupted(args, interrupt.Interrupted(int(signal.SIGTERM)))
+        raise
+    except UsageError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"matcher: error: {e}", file=sys.stderr)
+        return 2
     except MatcherError as e:
         if args.debug:
             traceback.print_exc()
         print(f"matcher: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("matcher: interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # the environment refused (no space, read-only, ...): name the path and the cause
+        if args.debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"matcher: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - the contract: one line unless --debug
         if args.debug:
             traceback.print_exc()
@@ -490,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
             f"matcher: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr
         )
         return 1
+    finally:
+        if saved is not None:
+            interrupt.restore(saved)
 
 
 if __name__ == "__main__":

@@ -14,3 +14,7 @@ class TraceError(MatcherError):
 
 class RunStopped(MatcherError):
     """The run cannot go on (e.g. its last shard is lost); the replay stops it with a checkpoint."""
+
+
+class UsageError(MatcherError):
+    """A bad argument found after parsing (e.g. an --out that exists): the CLI exits 2, like argparse."""

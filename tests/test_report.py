@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import types
 from html.parser import HTMLParser
@@ -187,7 +188,8 @@ def test_run_compare(tmp_path, fake_replay, capsys):
     assert [c.out for c in fake_replay] == [str(out / lab) for lab in ("greedy", "batch-2s", "batch-10s")]
     assert [c.label for c in fake_replay] == ["greedy", "batch-2s", "batch-10s"]
     assert [(c.sim.policy, c.sim.window_s) for c in fake_replay][1:] == [("batch", 2.0), ("batch", 10.0)]
-    assert {(c.trace, c.drivers, c.sim.seed) for c in fake_replay} == {("trace.parquet", 40, 7)}
+    # the run's config holds the trace by its absolute path (a resume from elsewhere finds it)
+    assert {(c.trace, c.drivers, c.sim.seed) for c in fake_replay} == {(os.path.abspath("trace.parquet"), 40, 7)}
     cmp = json.loads((out / "compare.json").read_text())
     assert cmp == result
     assert cmp["trace"] == str(Path("trace.parquet").resolve()) and cmp["baseline"] == "greedy"
@@ -206,13 +208,15 @@ def test_run_compare(tmp_path, fake_replay, capsys):
 def test_cli_compare_and_report(tmp_path, fake_replay, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "trace.parquet", "--out", str(out), "--policies", "greedy,batch", "--quiet"]) == 0
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == f"{out.resolve()}\n"  # --quiet: only the output folder
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.html")
-    assert main(["compare", "trace.parquet", "--out", str(out), "--policies", "fifo"]) == 1
+    with pytest.raises(SystemExit) as e:  # a bad argument: exit 2, one line
+        main(["compare", "trace.parquet", "--out", str(out), "--policies", "fifo"])
+    assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("matcher: --policies: unknown policy 'fifo'") and err.count("\n") == 1
+    assert err.startswith("matcher compare: error: argument --policies: unknown policy 'fifo'") and err.count("\n") == 1
 
 
 def test_report_uses_shards_cells_and_areas_when_present(tmp_path):

@@ -108,8 +108,8 @@ def keep_embedded_ray_on_loopback() -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def make_backend(shard: ShardConfig, match: MatchConfig, run_name: str) -> ShardBackend:
-    """The default backend factory: ``shard.backend`` names it."""
+def make_backend(shard: ShardConfig, match: MatchConfig, run_name: str, quiet: bool = False) -> ShardBackend:
+    """The default backend factory: ``shard.backend`` names it (``quiet``: Ray's banners stay out)."""
     if shard.backend == "inprocess":
         return InProcessBackend(shard.shards, match)
     if shard.backend == "ray":
@@ -120,5 +120,5 @@ def make_backend(shard: ShardConfig, match: MatchConfig, run_name: str) -> Shard
             keep_embedded_ray_on_loopback()  # before ray is imported
         from matcher.dist.ray_backend import RayBackend  # the only module that imports ray
 
-        return RayBackend(shard, match, run_name, target)
+        return RayBackend(shard, match, run_name, target, quiet=quiet)
     raise ValueError(f"unknown backend {shard.backend!r}")

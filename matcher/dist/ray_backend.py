@@ -28,6 +28,7 @@ Every wait is bounded and ends in one line (:class:`~matcher.errors.MatcherError
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -68,10 +69,14 @@ class _Shard:
 ShardActor: Any = ray.remote(_Shard)  # an ActorClass: mypy cannot see ray.remote's result type
 
 
-def connect(target: RayTarget) -> bool:
-    """Connect to ``target`` (or use the Ray this process already runs). True if we started it."""
+def connect(target: RayTarget, quiet: bool = False) -> bool:
+    """Connect to ``target`` (or use the Ray this process already runs). True if we started it.
+
+    ``quiet``: Ray's own log lines below ERROR are silenced (``--quiet``)."""
     if ray.is_initialized():
         return False
+    if quiet:  # --quiet: Ray's own banners and warnings stay out of the output (errors still show)
+        logging.getLogger("ray").setLevel(logging.ERROR)
     kw: dict[str, Any] = dict(log_to_driver=False, configure_logging=False)
     try:
         if target.address is None:
@@ -106,11 +111,11 @@ def check_fit(shards: int, num_cpus: float, nodes: list[dict[str, Any]], target:
 
 
 class RayBackend:
-    def __init__(self, shard: ShardConfig, match: MatchConfig, run_name: str, target: RayTarget):
+    def __init__(self, shard: ShardConfig, match: MatchConfig, run_name: str, target: RayTarget, quiet: bool = False):
         self.cfg = shard
         self.n_shards = shard.shards
         self.target = target
-        self._started = connect(target)
+        self._started = connect(target, quiet=quiet)
         self.names = [f"{run_name}-shard-{s}" for s in range(shard.shards)]
         self.actors: list[Any] = []
         try:

@@ -38,6 +38,7 @@ __all__ = [
 # Plausible instants (ms since the epoch): 1900-01-01 .. 2200-01-01 UTC.
 MIN_MS = -2_208_988_800_000
 MAX_MS = 7_258_118_400_000
+MAX_TRIP_S = 86_400.0  # a trip_duration_s over a day is not a trip (and would keep a replay going for ages)
 
 
 # --------------------------------------------------------------------------- conversions
@@ -258,7 +259,7 @@ def _check_requests(t: pa.Table) -> tuple[Reasons, dict[str, pa.Array], np.ndarr
     dur_null = _np_mask(dur_a)
     dur = _as_float(dur_a)
     with np.errstate(invalid="ignore"):
-        r.flag("bad_trip_duration", ~dur_null & ~(np.isfinite(dur) & (dur >= 0)))
+        r.flag("bad_trip_duration", ~dur_null & ~(np.isfinite(dur) & (dur >= 0) & (dur <= MAX_TRIP_S)))
     out = {
         "request_id": rid,
         "request_time": _ts_array(ms, rt_null | bad_t),

@@ -36,7 +36,7 @@ order checked: ``missing_request_id`` (null or empty), ``missing_request_time``,
 ``bad_pickup_coordinate`` (NaN, inf or outside lat -90..90 / lng -180..180),
 ``bad_dropoff_coordinate`` (same rules; or only one of the two given),
 ``unknown_ride_type`` (compared trimmed and case-insensitively; null or empty
-means ``uberx``), ``bad_trip_duration`` (negative, NaN or inf; null is fine),
+means ``uberx``), ``bad_trip_duration`` (negative, over a day, NaN or inf; null is fine),
 ``duplicate_request_id`` (the first otherwise-valid row with an id stays, later
 ones are quarantined). Driver reasons: ``missing_driver_id``,
 ``missing_coordinate``, ``bad_coordinate``, ``unknown_vehicle_type``,

@@ -24,6 +24,8 @@ def parse_policies(spec: str) -> list[tuple[str, Policy, float | None]]:
     """``"greedy,batch:2,batch:10"`` -> ``[("greedy", "greedy", None), ("batch-2s", "batch", 2.0),
     ("batch-10s", "batch", 10.0)]``. ``batch`` alone is ``batch:2``. Raises MatcherError (one line)
     on an empty list, an unknown policy, a bad window or a duplicate."""
+    if isinstance(spec, list):  # already parsed (the CLI parses --policies as it reads it)
+        return spec
     out: list[tuple[str, Policy, float | None]] = []
     items = [p.strip() for p in (spec or "").split(",")]
     if not any(items):
@@ -62,27 +64,30 @@ def run_compare(args, policies: list[tuple[str, Policy, float | None]], config_f
     Every run gets the same trace, fleet (args.drivers) and seed: only policy and window differ.
     compare.json (docs/run-output.md): ``{"trace": ABS, "baseline": LABEL, "tz": ZONE | null, "runs": [{"label",
     "path": ABS, ...summary}]}``, one object per policy in the order given, so DuckDB and polars
-    read the runs as rows. Returns the compare.json dict.
+    read the runs as rows. ``args.out`` is held for the whole compare and must be new or empty, or a
+    compare or run to replace with ``args.overwrite`` (removed whole: no stale policy folder or report
+    stays). Returns the compare.json dict.
     """
     from matcher.analysis.metrics import write_json_atomic
     from matcher.analysis.report import build_report
     from matcher.analysis.summary_text import format_summary
+    from matcher.io.runfolder import claim
     from matcher.sim.replay import run_replay  # lazily: the engine imports Ray and friends
 
     root = Path(args.out).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
-    for label, policy, window in policies:
-        cfg = config_from_args(args, policy=policy, window=window)
-        cfg = dataclasses.replace(cfg, out=os.fspath(root / label), label=label)
-        summary = dict(run_replay(cfg))
-        summary["label"] = summary.get("label") or label
-        runs.append({"label": summary["label"], "path": os.fspath(root / label), **summary})
-    baseline = next((r["label"] for r in runs if r.get("policy") == Policy.GREEDY), runs[0]["label"])
-    tz = getattr(args, "tz", None)
-    compare = {"trace": os.fspath(Path(args.trace).resolve()), "baseline": baseline, "tz": tz, "runs": runs}
-    write_json_atomic(root / "compare.json", compare)
-    build_report(root)  # in compare.json's tz
+    with claim(root, kind="compare", overwrite=bool(getattr(args, "overwrite", False))):
+        for label, policy, window in policies:
+            cfg = config_from_args(args, policy=policy, window=window)
+            cfg = dataclasses.replace(cfg, out=os.fspath(root / label), label=label)
+            summary = dict(run_replay(cfg))
+            summary["label"] = summary.get("label") or label
+            runs.append({"label": summary["label"], "path": os.fspath(root / label), **summary})
+        baseline = next((r["label"] for r in runs if r.get("policy") == Policy.GREEDY), runs[0]["label"])
+        tz = getattr(args, "tz", None)
+        compare = {"trace": os.fspath(Path(args.trace).resolve()), "baseline": baseline, "tz": tz, "runs": runs}
+        write_json_atomic(root / "compare.json", compare)
+        build_report(root)  # in compare.json's tz
     if not getattr(args, "quiet", False):
         print(format_summary([{k: v for k, v in r.items() if k != "path"} for r in runs]))
     return compare

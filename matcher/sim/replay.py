@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import pickle
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -30,10 +29,11 @@ from matcher.core.states import DriverStatus
 from matcher.dist.backend import BackendFactory, make_backend
 from matcher.dist.coordinator import Coordinator, make_router
 from matcher.errors import MatcherError, RunStopped
-from matcher.io import trace
+from matcher.io import fingerprint, runfolder, trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
 from matcher.sim import fleet as fleet_mod
+from matcher.sim import interrupt
 from matcher.sim.cells import ReplayCells
 from matcher.sim.world import Fleet, Requests, World
 
@@ -73,15 +73,6 @@ def _requests(table: pa.Table) -> tuple[Requests, pa.Array, int]:
     return reqs, table.column("request_id").combine_chunks(), t0
 
 
-def _prepare_out(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("events", "locations"):
-        if (out / name).exists():
-            shutil.rmtree(out / name)
-    for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet", "cells.parquet", CHECKPOINT):
-        (out / name).unlink(missing_ok=True)
-
-
 CHECKPOINT = "checkpoint.pkl"
 
 
@@ -97,22 +88,30 @@ class LoopState:
     failed_ticks: int = 0
     next_checkpoint: float = 0.0
     cells: ReplayCells | None = None  # OUT/cells.parquet (surge per cell and tick)
+    inputs_fp: dict | None = None  # what the run was made from (matcher.io.fingerprint), checked on resume
+    options_fp: dict | None = None
 
 
-def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = make_backend) -> dict:
+def run_replay(
+    cfg: RunConfig, progress=None, overwrite: bool = False, backend_factory: BackendFactory | None = None
+) -> dict:
     """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary.
 
+    The folder is held for the run's life and must be new or empty, or a run to
+    replace with ``overwrite`` (:mod:`matcher.io.runfolder`).
+
     ``backend_factory(shard_cfg, match_cfg, run_name)`` makes the shard backend (default:
-    ``make_backend``, which reads ``cfg.shard.backend``); tests pass their own."""
+    ``make_backend``, which reads ``cfg.shard.backend`` and ``cfg.quiet``); tests pass their own."""
     sim = cfg.sim
     if sim.policy not in tuple(Policy):
         raise MatcherError(f"unknown policy {sim.policy!r} (expected {' or '.join(Policy)})")
     out = Path(cfg.out)
-    inputs = _load_inputs(cfg)
-    _announce(out)
-    _prepare_out(out)
-    trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
-    return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory)
+    with runfolder.claim(out, kind="run", overwrite=overwrite):
+        inputs = _load_inputs(cfg)
+        _announce(out)
+        fp = fingerprint.inputs(cfg.trace, cfg.drivers), fingerprint.options(cfg)
+        trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
+        return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory, fingerprints=fp)
 
 
 def _announce(out: Path) -> None:
@@ -143,12 +142,16 @@ class _CheckpointUnpickler(pickle.Unpickler):
 
 
 def resume_replay(
-    out_dir: str, progress=None, quiet: bool | None = None, backend_factory: BackendFactory = make_backend
+    out_dir: str, progress=None, quiet: bool | None = None, check=None, backend_factory: BackendFactory | None = None
 ) -> dict:
     """Continue an interrupted run from its last complete checkpoint (``matcher replay --resume OUT``).
 
     Events written after the checkpoint are discarded and produced again, so the
-    finished log equals an uninterrupted run's and holds no duplicate.
+    finished log equals an uninterrupted run's and holds no duplicate. The run's
+    trace, driver file and options must be those it started with (checked against
+    the fingerprints in the checkpoint; a difference is refused with one line
+    naming it, before anything in OUT changes). ``check(cfg)``, when given, may
+    refuse the run's config too (the CLI checks options given again).
     """
     out = Path(out_dir)
     path = out / CHECKPOINT
@@ -156,21 +159,40 @@ def resume_replay(
         if (out / "summary.json").exists():
             raise MatcherError(f"{out}: the run is already complete (summary.json exists)")
         raise MatcherError(f"{out}: no checkpoint to resume from ({CHECKPOINT} missing)")
+    with runfolder.claim(out, resume=True):
+        try:
+            with open(path, "rb") as f:
+                ck = _CheckpointUnpickler(f).load()
+        except Exception as e:
+            raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+        cfg: RunConfig = ck["cfg"]
+        if check is not None:
+            check(cfg)
+        _check_resumable(out, ck["loop"], cfg)
+        if quiet is not None:
+            cfg = replace(cfg, quiet=quiet)
+        for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
+            for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
+                if int(f.stem.split("-")[1]) >= first:
+                    f.unlink()  # written after the checkpoint: they will be written again
+        remove_leftovers(out)  # a part file that was being written when the run died
+        inputs = _load_inputs(cfg)
+        _announce(out)
+        return _run(cfg, inputs, resume=ck, progress=progress, backend_factory=backend_factory)
+
+
+def _check_resumable(out: Path, st: LoopState, cfg: RunConfig) -> None:
+    """Refuse (one line naming what changed) a resume whose inputs or options differ from the run's start."""
+    if st.inputs_fp is None:  # a checkpoint from before fingerprints: nothing to compare with
+        _log.warning("%s: this checkpoint predates input fingerprints; the inputs are not checked", out)
+        return
     try:
-        with open(path, "rb") as f:
-            ck = _CheckpointUnpickler(f).load()
-    except Exception as e:
-        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
-    cfg: RunConfig = ck["cfg"]
-    if quiet is not None:
-        cfg = replace(cfg, quiet=quiet)
-    for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
-        for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
-            if int(f.stem.split("-")[1]) >= first:
-                f.unlink()  # written after the checkpoint: they will be written again
-    remove_leftovers(out)  # a part file that was being written when the run died
-    _announce(out)
-    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
+        now = fingerprint.inputs(cfg.trace, cfg.drivers)
+    except MatcherError as e:
+        raise MatcherError(f"{out}: cannot resume: {e}") from None
+    what = fingerprint.changes(st.inputs_fp, now, st.options_fp, fingerprint.options(cfg))
+    if what:
+        raise MatcherError(f"{out}: cannot resume: {what} since the run started; start it again with --overwrite")
 
 
 @dataclass
@@ -185,21 +207,52 @@ class Inputs:
     quarantine: list[pa.Table]  # rows left out (requests, then drivers)
 
 
+LONG_TRACE_S = 2 * 86_400.0  # a trace longer than this gets a warning with its span
+
+
 def _load_inputs(cfg: RunConfig) -> Inputs:
     table, quarantine = trace.read_requests(cfg.trace)
     reqs, request_ids, t0_ms = _requests(table)
+    span = float(reqs.t[-1] - reqs.t[0]) if len(reqs) else 0.0
+    if span > LONG_TRACE_S:
+        _log.warning(
+            "%s spans %.1f days of requests (%s); the replay simulates all of it",
+            cfg.trace,
+            span / 86_400.0,
+            _span_text(t0_ms, span),
+        )
     fleet, driver_ids, drv_quarantine = fleet_mod.load(cfg.drivers, table, t0_ms, cfg.sim.seed)
     q = [quarantine] + ([drv_quarantine] if drv_quarantine is not None else [])
     return Inputs(reqs, request_ids, t0_ms, fleet, driver_ids, q)
 
 
-def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_factory: BackendFactory) -> dict:
+def _span_text(t0_ms: int, span_s: float) -> str:
+    from datetime import UTC, datetime
+
+    a = datetime.fromtimestamp(t0_ms / 1000, tz=UTC)
+    b = datetime.fromtimestamp(t0_ms / 1000 + span_s, tz=UTC)
+    return f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M} UTC"
+
+
+def _run(
+    cfg: RunConfig,
+    inputs: Inputs,
+    resume: dict | None,
+    progress,
+    backend_factory: BackendFactory | None = None,
+    fingerprints=(None, None),
+) -> dict:
     wall0 = time.perf_counter()
     sim, out = cfg.sim, Path(cfg.out)
     reqs, request_ids, t0_ms = inputs.reqs, inputs.request_ids, inputs.t0_ms
     fleet, driver_ids = inputs.fleet, inputs.driver_ids
     n_quarantined = sum(q.num_rows for q in inputs.quarantine)
-    backend = backend_factory(cfg.shard, cfg.match, f"matcher-{out.name}-{int(time.time())}")
+    run_name = f"matcher-{out.name}-{int(time.time())}"
+    if backend_factory is None:
+        backend = make_backend(cfg.shard, cfg.match, run_name, quiet=cfg.quiet)
+    else:
+        backend = backend_factory(cfg.shard, cfg.match, run_name)
+    interrupt.reclaim()  # Ray's init takes SIGTERM over; the stop must stay resumable
     try:
         if resume is None:
             log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
@@ -208,6 +261,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
             coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
             st = LoopState(last_sent=np.full(len(fleet), -np.inf), next_checkpoint=cfg.checkpoint_every_s)
             st.cells = ReplayCells(out, t0_ms)
+            st.inputs_fp, st.options_fp = fingerprints
         else:
             log = EventLog(
                 out / "events",
@@ -233,6 +287,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
         coord.finish()  # the shard inputs sent without waiting: done, refusals counted
     finally:
         backend.close()
+        interrupt.reclaim()
     log.flush()
     if locations is not None:
         locations.flush()
@@ -302,10 +357,25 @@ def _jsonable(d):
 
 def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress, st: LoopState, wall) -> None:
     """Ticks until every request has ended. ``wall()`` gives the run's wall seconds so far."""
+    bar = _progress(cfg, world) if progress is None else progress
+    try:
+        with interrupt.graceful():
+            _ticks(cfg, world, coord, locations, bar, st, wall)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _ticks(cfg: RunConfig, world: World, coord: Coordinator, locations, bar, st: LoopState, wall) -> None:
     sim = cfg.sim
     step = sim.step_s
-    bar = _progress(cfg, world) if progress is None else progress
+    if not (math.isfinite(step) and step > 0):  # the guard, part one: a step that cannot advance time
+        raise MatcherError(f"the tick step must be a finite number of seconds > 0, got {step} (policy {sim.policy})")
+    last_t = -math.inf
     while not world.done():
+        if interrupt.requested() is not None:  # Ctrl-C or SIGTERM: stop between two ticks, resumable
+            _checkpoint(cfg, world, coord, locations, st, wall())
+            raise interrupt.Interrupted(interrupt.requested() or 0, checkpointed=True)
         if world.pending:
             st.k += 1
         else:
@@ -315,6 +385,12 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
             st.k = max(st.k + 1, math.ceil(nt / step))
         k = st.k
         t = k * step
+        if not (math.isfinite(t) and t > last_t):  # the guard: simulated time always moves forward
+            raise MatcherError(
+                f"simulated time stopped advancing at tick {k} (t = {t} s after {last_t} s, step {step} s); "
+                "this is a bug: please report it with the command line"
+            )
+        last_t = t
         if cfg.checkpoint_every_s > 0 and t >= st.next_checkpoint:
             # state as of the end of the previous tick: a resume redoes this tick
             st.k -= 1
@@ -362,8 +438,6 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
                 st.ticks[name].append(v)
         if bar is not None:
             bar.update(world)
-    if bar is not None:
-        bar.close()
 
 
 def _barred(world: World, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
