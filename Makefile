@@ -14,16 +14,16 @@ $(STAMP): pyproject.toml requirements.lock
 	@echo "installing matcher and its dependencies into $(VENV) (a few minutes on a new machine)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -c requirements.lock -e '.[test,dev]' \
-	    | grep -E '^(Collecting|Successfully)' || true
+	PYTHONUNBUFFERED=1 $(BIN)/python -m pip install --progress-bar off -c requirements.lock -e '.[test,dev]' \
+	    | grep --line-buffered -E '^(Collecting|Successfully)' || true  # unbuffered: one line per package as it comes
 	$(BIN)/python -c "import matcher, ray, scipy, polars"  # fail here, not later, on a broken install
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/matcher compare $(SAMPLE) --out runs/demo --policies greedy,batch:2 --drivers 150
+	$(BIN)/matcher compare $(SAMPLE) --out runs/demo --policies greedy,batch:2 --drivers 150 --overwrite
 	@echo "report: runs/demo/report.html"
 	$(BIN)/matcher replay data/synth-small.parquet --drivers data/synth-small-drivers.parquet \
-	    --out runs/demo-ray --shards 2 --backend ray --num-cpus 0.5
+	    --out runs/demo-ray --shards 2 --backend ray --num-cpus 0.5 --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -35,7 +35,7 @@ def _replay(cfg) -> tuple[dict, float]:
     from matcher.sim.replay import run_replay
 
     t0 = time.perf_counter()
-    summary = run_replay(cfg)
+    summary = run_replay(cfg, overwrite=True)  # the bench's own run folders, replaced on every run
     return summary, time.perf_counter() - t0
 
 

@@ -96,7 +96,7 @@ def test_compare_overwrite_leaves_no_stale_policy_or_report(tiny, tmp_path):
     )
     assert code == 0, err
     assert {p.name for p in out.iterdir() if p.is_dir()} == {"greedy"}
-    assert json.loads((out / "compare.json").read_text())["policies"] == ["greedy"]
+    assert [r["label"] for r in json.loads((out / "compare.json").read_text())["runs"]] == ["greedy"]
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
