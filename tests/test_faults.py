@@ -251,7 +251,7 @@ def test_simulated_restarts_and_retries_keep_the_run(
 ):
     made: list[FlakyBackend] = []
 
-    def make(shard, match, run_name):
+    def make(shard, match, run_name, **kw):
         made.append(FlakyBackend(shard.shards, match, crash_at, twice, on_retry))
         return made[-1]
 

@@ -330,8 +330,7 @@ def test_cli_import(tmp_path, capsys):
     assert main(["validate", str(out)]) == 0
     assert main(["import", "nyc-uber-2014", str(tmp_path / "nope.csv"), "--out", str(out)]) == 1
     assert "nope.csv" in capsys.readouterr().err
-    assert (
+    with pytest.raises(SystemExit) as e:  # a bad --day is a bad argument: exit 2, one line
         main(["import", "nyc-uber-2014", str(UBER / "uber-raw-data-apr14.csv.gz"), "--out", str(out), "--day", "April"])
-        == 1
-    )
+    assert e.value.code == 2
     assert set(IMPORTERS) == {"nyc-uber-2014", "tlc-yellow"}
