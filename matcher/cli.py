@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import signal
 import sys
@@ -442,9 +441,13 @@ def _add_serve_commands(sub) -> None:
     sv = sub.add_parser("serve", help="run the live dispatch service (Ray Serve)")
     sv.add_argument("--out", required=True, help="run folder (the same folder after a crash recovers the open rides)")
     sv.add_argument("--host", default=d.host, help="HTTP bind address (default %(default)s)")
-    sv.add_argument("--port", type=_bounded("port"), default=d.port, help=f"HTTP port (default %(default)s; {_range('port')})")
+    sv.add_argument(
+        "--port", type=_bounded("port"), default=d.port, help=f"HTTP port (default %(default)s; {_range('port')})"
+    )
     sv.add_argument("--shards", type=_bounded("shards"), default=d.shards, help="shard actors (default %(default)s)")
-    sv.add_argument("--window", type=_bounded("window"), default=d.window_s, help="tick period, s (default %(default)s)")
+    sv.add_argument(
+        "--window", type=_bounded("window"), default=d.window_s, help="tick period, s (default %(default)s)"
+    )
     sv.add_argument("--drivers", default=None, help="driver file: only these drivers may connect")
     sv.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
     sv.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded)")
@@ -454,8 +457,12 @@ def _add_serve_commands(sub) -> None:
     sv.add_argument(
         "--patience", type=_bounded("patience"), default=d.patience_s, help="search time before a ride expires, s"
     )
-    sv.add_argument("--offer-timeout", type=_bounded("offer_timeout"), default=d.offer_timeout_s, help="offer answer time, s")
-    sv.add_argument("--gps-timeout", type=_bounded("gps_timeout"), default=MatchConfig.gps_timeout_s, help="stale after, s")
+    sv.add_argument(
+        "--offer-timeout", type=_bounded("offer_timeout"), default=d.offer_timeout_s, help="offer answer time, s"
+    )
+    sv.add_argument(
+        "--gps-timeout", type=_bounded("gps_timeout"), default=MatchConfig.gps_timeout_s, help="stale after, s"
+    )
     sv.add_argument("--max-drivers", type=_bounded("max_drivers"), default=d.max_drivers, help="driver capacity")
     sv.add_argument("--no-locations", action="store_true", help="do not write OUT/locations/")
     sv.set_defaults(func=_cmd_serve)
@@ -464,9 +471,7 @@ def _add_serve_commands(sub) -> None:
     tk.add_argument("--role", required=True, choices=("rider", "driver", "service"))
     tk.add_argument("--sub", required=True, help="subject id (rider id, driver id, gateway name)")
     tk.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
-    tk.add_argument(
-        "--ttl", type=_bounded("ttl"), default=None, help="expires after this many seconds (default never)"
-    )
+    tk.add_argument("--ttl", type=_bounded("ttl"), default=None, help="expires after this many seconds (default never)")
     tk.add_argument("--vehicle", choices=("uberx", "xl", "black"), default=None, help="driver tokens: vehicle type")
     tk.add_argument("--rating", type=_bounded("rating"), default=None, help="driver tokens: rating 1..5")
     tk.set_defaults(func=_cmd_token)
@@ -476,13 +481,23 @@ def _add_serve_commands(sub) -> None:
     lg.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
     lg.add_argument("--out", required=True, help="folder for loadgen.json")
     lg.add_argument("--drivers", type=_drivers, default=None, help="driver file or count (default: as replay)")
-    lg.add_argument("--speed", type=_bounded("loadgen_speed"), default=1.0, help="trace seconds per wall second (default 1)")
+    lg.add_argument(
+        "--speed", type=_bounded("loadgen_speed"), default=1.0, help="trace seconds per wall second (default 1)"
+    )
     lg.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
-    lg.add_argument("--duration", type=_bounded("duration"), default=None, help="post requests for this many wall seconds")
+    lg.add_argument(
+        "--duration", type=_bounded("duration"), default=None, help="post requests for this many wall seconds"
+    )
     lg.add_argument("--seed", type=_bounded("seed"), default=0, help="random seed (default 0)")
-    lg.add_argument("--accept-prob", type=_bounded("accept_prob"), default=SimConfig.accept_prob, help="drivers accept with this")
-    lg.add_argument("--single-share", type=_bounded("single_share"), default=0.05, help="share of drivers pinging one by one")
-    lg.add_argument("--drain-timeout", type=_bounded("drain_timeout"), default=600.0, help="wait this long for rides to end")
+    lg.add_argument(
+        "--accept-prob", type=_bounded("accept_prob"), default=SimConfig.accept_prob, help="drivers accept with this"
+    )
+    lg.add_argument(
+        "--single-share", type=_bounded("single_share"), default=0.05, help="share of drivers pinging one by one"
+    )
+    lg.add_argument(
+        "--drain-timeout", type=_bounded("drain_timeout"), default=600.0, help="wait this long for rides to end"
+    )
     lg.set_defaults(func=_cmd_loadgen)
 
 
