@@ -43,7 +43,8 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 def one_line(err: str) -> str:
     assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
+    # the replay announces its folder once the inputs are read (sim.replay._announce); the error is the one other line
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("matcher: output folder ")]
     assert len(lines) == 1, err
     return lines[0]
 
