@@ -34,8 +34,9 @@ class Policy(StrEnum):
 
 @dataclass(frozen=True)
 class EtaConfig:
-    """Straight-line pickup ETA: distance x detour / speed, plus a turnaround penalty."""
+    """The pickup ETA model (matcher.core.cost): distance x detour / speed, plus a turnaround penalty."""
 
+    model: str = "straight_line"  # a name of matcher.core.cost.ETA_MODELS
     city_speed_mps: float = 7.0  # ~25 km/h door-to-door average in a dense city
     detour_factor: float = 1.3  # road distance / great-circle distance
     turnaround_s: float = 60.0  # full U-turn cost for a driver heading straight away

@@ -14,19 +14,22 @@ attempt, driver), so a run is a pure function of trace, fleet, options and seed.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
 from matcher.config import MatchConfig, SimConfig
 from matcher.core import geo
-from matcher.core.cost import StraightLineEta
+from matcher.core.cost import make_eta
 from matcher.core.driver_table import Pings
 from matcher.core.states import DriverStatus as D
 from matcher.core.states import RideState as R
 from matcher.core.states import check_driver, check_ride
 from matcher.io.eventlog import EventLog
 from matcher.sim import rand
+from matcher.sim.rand import RandStream
 
 # plain ints: enum attribute lookups cost more than the rest of an event's handling
 _AVAILABLE = int(D.AVAILABLE)
@@ -44,8 +47,28 @@ _R_IN_PROGRESS = int(R.IN_PROGRESS)
 _R_MATCHED = int(R.MATCHED)
 _R_SEARCHING = int(R.SEARCHING)
 
-# heap entry kinds
-_ARRIVAL, _RESPOND, _AT_PICKUP, _AT_DROPOFF, _RIDER_CANCEL, _EXPIRE, _SHIFT_START, _SHIFT_END, _FAULT, _BACK = range(10)
+
+class Happening(IntEnum):
+    """Kinds of heap entries (the index of each one's handler in ``World._HANDLERS``).
+
+    The values are stored in checkpoints: never renumber them.
+    """
+
+    ARRIVAL = 0
+    RESPOND = 1
+    AT_PICKUP = 2
+    AT_DROPOFF = 3
+    RIDER_CANCEL = 4
+    EXPIRE = 5
+    SHIFT_START = 6
+    SHIFT_END = 7
+    FAULT = 8
+    BACK = 9
+
+
+_RESPOND, _AT_PICKUP, _AT_DROPOFF = int(Happening.RESPOND), int(Happening.AT_PICKUP), int(Happening.AT_DROPOFF)
+_RIDER_CANCEL, _EXPIRE, _SHIFT_START = int(Happening.RIDER_CANCEL), int(Happening.EXPIRE), int(Happening.SHIFT_START)
+_SHIFT_END, _FAULT, _BACK = int(Happening.SHIFT_END), int(Happening.FAULT), int(Happening.BACK)
 
 
 @dataclass
@@ -81,7 +104,8 @@ class World:
     def __init__(self, reqs: Requests, fleet: Fleet, sim: SimConfig, match: MatchConfig, log: EventLog):
         self.r, self.f, self.sim, self.log = reqs, fleet, sim, log
         self.seed = sim.seed
-        self.eta = StraightLineEta(match.eta)
+        self.eta = make_eta(match.eta)  # what the matcher believes
+        self.drive = make_eta(match.eta, speed_mps=sim.trip_speed_mps)  # how long driving really takes
         n, m = len(reqs), len(fleet)
         self._fill_dropoffs()
         # rides
@@ -105,7 +129,7 @@ class World:
         self.changed = np.full(m, -np.inf)  # time of the latest status change
         # GPS: pings every interval at a per-driver phase; silent inside a dropout window
         keys = np.arange(m)
-        self.phase = rand.uniform(self.seed, rand.GPS_GAP, keys, -1) * sim.ping_interval_s
+        self.phase = rand.uniform(self.seed, RandStream.GPS_GAP, keys, -1) * sim.ping_interval_s
         self.gps_n = np.zeros(m, np.int64)
         self.gps_from = np.full(m, np.inf)
         self.gps_until = np.full(m, np.inf)
@@ -124,6 +148,11 @@ class World:
         d["log"] = None  # the event log is re-opened by a resume
         return d
 
+    def __setstate__(self, d: dict) -> None:
+        self.__dict__.update(d)
+        if "drive" not in d:  # a checkpoint from before the driving model (the CLI set both speeds equal)
+            self.drive = make_eta(self.eta.cfg, speed_mps=self.sim.trip_speed_mps)
+
     # ------------------------------------------------------------------ setup
     def _fill_dropoffs(self) -> None:
         """A trace without dropoffs (e.g. Uber 2014: pickups only) gets, for each such
@@ -132,7 +161,7 @@ class World:
         r = self.r
         miss = np.flatnonzero(np.isnan(r.dlat) | np.isnan(r.dlng))
         if len(miss):
-            j = np.minimum((rand.uniform(self.seed, rand.TRIP_LEN, miss) * len(r)).astype(np.int64), len(r) - 1)
+            j = np.minimum((rand.uniform(self.seed, RandStream.TRIP_LEN, miss) * len(r)).astype(np.int64), len(r) - 1)
             r.dlat[miss], r.dlng[miss] = r.plat[j], r.plng[j]
 
     def _schedule_gps(self, keys: np.ndarray, after: np.ndarray | float) -> None:
@@ -140,8 +169,8 @@ class World:
         if rate <= 0 or len(keys) == 0:
             return
         n = self.gps_n[keys]
-        gap = rand.exponential(1.0 / rate, self.seed, rand.GPS_GAP, keys, n)
-        dur = rand.exponential(self.sim.gps_dropout_mean_s, self.seed, rand.GPS_LEN, keys, n)
+        gap = rand.exponential(1.0 / rate, self.seed, RandStream.GPS_GAP, keys, n)
+        dur = rand.exponential(self.sim.gps_dropout_mean_s, self.seed, RandStream.GPS_LEN, keys, n)
         self.gps_from[keys] = after + gap
         self.gps_until[keys] = after + gap + dur
         self.gps_n[keys] = n + 1
@@ -149,7 +178,7 @@ class World:
     def _schedule_fault(self, k: int, t: float) -> None:
         rate = self.sim.driver_fault_rate_per_h
         if rate > 0:
-            gap = rand.exponential1(3600.0 / rate, self.seed, rand.FAULT, k, int(self.fault_n[k]))
+            gap = rand.exponential1(3600.0 / rate, self.seed, RandStream.FAULT, k, int(self.fault_n[k]))
             self._push(t + gap, _FAULT, k)
 
     def _push(self, t: float, kind: int, a: int, b: int = -1, c: int = -1) -> None:
@@ -235,104 +264,127 @@ class World:
                 self._push(float(ta) + self.sim.patience_s, _EXPIRE, i)
                 continue
             t, _, kind, a, b, c = heapq.heappop(self._heap)
-            self._handle(t, kind, a, b, c, tick)
+            self._HANDLERS[kind](self, t, a, b, c, tick)
 
-    def _handle(self, t: float, kind: int, a: int, b: int, c: int, tick: int) -> None:
-        log, sim = self.log, self.sim
-        if kind == _EXPIRE:
-            if self.state[a] == _R_SEARCHING:
-                self._ride(a, _R_EXPIRED)
-                self._end_ride(a)
-                log.add(t, tick, "expire", req=a, lat=self.r.plat[a], lng=self.r.plng[a])
-        elif kind == _RESPOND:
-            k, i = a, b
-            if self.ride[k] != i or self.attempt[i] != c or self.state[i] != _R_MATCHED:
-                return  # the offer ended before the answer (rider cancelled)
-            lat, lng, hd, sp = self._state1(k, t)
-            accept = rand.uniform1(self.seed, rand.ACCEPT, i, c) < sim.accept_prob
-            answered = (t - self._offer_t.pop((k, i), t)) < sim.offer_timeout_s
-            if accept and answered:
-                self._ride(i, _R_ACCEPTED)
-                self._ride(i, _R_DRIVER_EN_ROUTE)
-                self._drv(k, _EN_ROUTE, t)
-                log.add(t, tick, "accept", req=i, key=k, lat=lat, lng=lng)
-                plat, plng = float(self.r.plat[i]), float(self.r.plng[i])
-                dist = geo.haversine1(lat, lng, plat, plng)
-                brg = geo.bearing1(lat, lng, plat, plng)
-                travel = float(self.eta.pickup_eta_s(dist, brg, hd, sp))
-                self._drive(k, t, plat, plng, travel)
-                self._push(t + travel, _AT_PICKUP, k, i)
-            else:
-                self._decline(k, i, t, tick, lat, lng)
-        elif kind == _AT_PICKUP:
-            k, i = a, b
-            if self.ride[k] != i or self.state[i] != _R_DRIVER_EN_ROUTE:
-                return
-            self._ride(i, _R_ARRIVED)
-            self._ride(i, _R_IN_PROGRESS)
-            self._drv(k, _ON_TRIP, t)
-            log.add(t, tick, "pickup", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
-            dur = self.r.trip_s[i]
-            if not np.isfinite(dur):
-                d = geo.haversine1(
-                    float(self.r.plat[i]), float(self.r.plng[i]), float(self.r.dlat[i]), float(self.r.dlng[i])
-                )
-                dur = d * self.eta.cfg.detour_factor / sim.trip_speed_mps + sim.dwell_s
-            self._drive(k, t, float(self.r.dlat[i]), float(self.r.dlng[i]), float(dur))
-            self._push(t + float(dur), _AT_DROPOFF, k, i)
-        elif kind == _AT_DROPOFF:
-            k, i = a, b
-            if self.ride[k] != i or self.state[i] != _R_IN_PROGRESS:
-                return
-            self._ride(i, _R_COMPLETED)
+    # ------------------------------------------------------------- handlers
+    # One handler per kind of heap entry, called as handler(self, t, a, b, c, tick); the
+    # dispatch table _HANDLERS is indexed by the kind (see Happening).
+
+    def _on_expire(self, t: float, i: int, _b: int, _c: int, tick: int) -> None:
+        """The rider's patience ran out: a request still searching expires."""
+        if self.state[i] == _R_SEARCHING:
+            self._ride(i, _R_EXPIRED)
             self._end_ride(i)
-            log.add(t, tick, "dropoff", req=i, key=k, lat=self.r.dlat[i], lng=self.r.dlng[i])
-            self._stop(k, t)
-            self._free(k, t, tick)
-        elif kind == _RIDER_CANCEL:
-            i = a
-            if self.attempt[i] != c or self.state[i] not in (_R_MATCHED, _R_ACCEPTED, _R_DRIVER_EN_ROUTE):
-                return
-            k = int(self.driver[i])
+            self.log.add(t, tick, "expire", req=i, lat=self.r.plat[i], lng=self.r.plng[i])
+
+    def _on_respond(self, t: float, k: int, i: int, c: int, tick: int) -> None:
+        """Driver k answers offer attempt c of request i: accept (and drive off) or decline."""
+        if self.ride[k] != i or self.attempt[i] != c or self.state[i] != _R_MATCHED:
+            return  # the offer ended before the answer (rider cancelled)
+        sim = self.sim
+        lat, lng, hd, sp = self._state1(k, t)
+        accept = rand.uniform1(self.seed, RandStream.ACCEPT, i, c) < sim.accept_prob
+        answered = (t - self._offer_t.pop((k, i), t)) < sim.offer_timeout_s
+        if not (accept and answered):
+            self._decline(k, i, t, tick, lat, lng)
+            return
+        self._ride(i, _R_ACCEPTED)
+        self._ride(i, _R_DRIVER_EN_ROUTE)
+        self._drv(k, _EN_ROUTE, t)
+        self.log.add(t, tick, "accept", req=i, key=k, lat=lat, lng=lng)
+        plat, plng = float(self.r.plat[i]), float(self.r.plng[i])
+        dist = geo.haversine1(lat, lng, plat, plng)
+        brg = geo.bearing1(lat, lng, plat, plng)
+        travel = float(self.drive.pickup_eta_s(dist, brg, hd, sp))
+        self._drive(k, t, plat, plng, travel)
+        self._push(t + travel, _AT_PICKUP, k, i)
+
+    def _on_at_pickup(self, t: float, k: int, i: int, _c: int, tick: int) -> None:
+        """Driver k reaches request i's pickup: the rider boards and the trip starts."""
+        if self.ride[k] != i or self.state[i] != _R_DRIVER_EN_ROUTE:
+            return
+        self._ride(i, _R_ARRIVED)
+        self._ride(i, _R_IN_PROGRESS)
+        self._drv(k, _ON_TRIP, t)
+        self.log.add(t, tick, "pickup", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
+        dur = self.r.trip_s[i]
+        if not np.isfinite(dur):
+            d = geo.haversine1(
+                float(self.r.plat[i]), float(self.r.plng[i]), float(self.r.dlat[i]), float(self.r.dlng[i])
+            )
+            dur = self.drive.drive_s(d) + self.sim.dwell_s
+        self._drive(k, t, float(self.r.dlat[i]), float(self.r.dlng[i]), float(dur))
+        self._push(t + float(dur), _AT_DROPOFF, k, i)
+
+    def _on_at_dropoff(self, t: float, k: int, i: int, _c: int, tick: int) -> None:
+        """Driver k drops request i off: the ride completes and the driver is free."""
+        if self.ride[k] != i or self.state[i] != _R_IN_PROGRESS:
+            return
+        self._ride(i, _R_COMPLETED)
+        self._end_ride(i)
+        self.log.add(t, tick, "dropoff", req=i, key=k, lat=self.r.dlat[i], lng=self.r.dlng[i])
+        self._stop(k, t)
+        self._free(k, t, tick)
+
+    def _on_rider_cancel(self, t: float, i: int, _b: int, c: int, tick: int) -> None:
+        """The rider of request i cancels match attempt c before the pickup."""
+        if self.attempt[i] != c or self.state[i] not in (_R_MATCHED, _R_ACCEPTED, _R_DRIVER_EN_ROUTE):
+            return
+        k = int(self.driver[i])
+        self._ride(i, _R_CANCELLED)
+        self._end_ride(i)
+        self._offer_t.pop((k, i), None)
+        self.log.add(t, tick, "cancel", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
+        self._stop(k, t)
+        self._free(k, t, tick)
+
+    def _on_shift_start(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k comes online (shift start, or back after a fault)."""
+        if self.status[k] == _OFFLINE and not self.shift_over[k]:
+            self._drv(k, _AVAILABLE, t)
+            self.t0[k] = self.t1[k] = t
+            self.log.add(t, tick, "driver_online", key=k, lat=self.lat0[k], lng=self.lng0[k])
+            self._schedule_fault(k, t)
+
+    def _on_shift_end(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k's shift is over: offline now if idle, else after the ride (see _free)."""
+        self.shift_over[k] = True
+        if self.status[k] == _AVAILABLE:
+            self._offline(k, t, tick)
+
+    def _on_fault(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k drops off the network: a ride under way is lost, the driver is back later."""
+        self.fault_n[k] += 1
+        if self.status[k] in (_EN_ROUTE, _ON_TRIP):
+            i = int(self.ride[k])
             self._ride(i, _R_CANCELLED)
             self._end_ride(i)
-            self._offer_t.pop((k, i), None)
-            log.add(t, tick, "cancel", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
+            lat, lng = self._pos1(k, t)
+            self.log.add(t, tick, "cancel", req=i, key=k, lat=lat, lng=lng)
             self._stop(k, t)
-            self._free(k, t, tick)
-        elif kind == _SHIFT_START:
-            k = a
-            if self.status[k] == _OFFLINE and not self.shift_over[k]:
-                self._drv(k, _AVAILABLE, t)
-                self.t0[k] = self.t1[k] = t
-                log.add(t, tick, "driver_online", key=k, lat=self.lat0[k], lng=self.lng0[k])
-                self._schedule_fault(k, t)
-        elif kind == _SHIFT_END:
-            k = a
-            self.shift_over[k] = True
-            if self.status[k] == _AVAILABLE:
-                self._offline(k, t, tick)
-            # a busy driver finishes the ride first (see _free)
-        elif kind == _FAULT:
-            k = a
-            self.fault_n[k] += 1
-            if self.status[k] in (_EN_ROUTE, _ON_TRIP):
-                # the driver drops off the network mid-ride: the ride is lost
-                i = int(self.ride[k])
-                self._ride(i, _R_CANCELLED)
-                self._end_ride(i)
-                lat, lng = self._pos1(k, t)
-                log.add(t, tick, "cancel", req=i, key=k, lat=lat, lng=lng)
-                self._stop(k, t)
-                self.ride[k] = -1
-                self._offline(k, t, tick)
-                self._push(t + sim.fault_offline_s, _BACK, k)
-            elif self.status[k] != _OFFLINE:
-                self._schedule_fault(k, t)
-        elif kind == _BACK:
-            k = a
-            if self.status[k] == _OFFLINE and not self.shift_over[k]:
-                self._push(t, _SHIFT_START, k)
+            self.ride[k] = -1
+            self._offline(k, t, tick)
+            self._push(t + self.sim.fault_offline_s, _BACK, k)
+        elif self.status[k] != _OFFLINE:
+            self._schedule_fault(k, t)
+
+    def _on_back(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k's fault downtime is over: online again unless the shift ended meanwhile."""
+        if self.status[k] == _OFFLINE and not self.shift_over[k]:
+            self._push(t, _SHIFT_START, k)
+
+    _HANDLERS: tuple[Callable[..., None] | None, ...] = (
+        None,  # ARRIVAL: requests arrive from the trace, not from the heap
+        _on_respond,
+        _on_at_pickup,
+        _on_at_dropoff,
+        _on_rider_cancel,
+        _on_expire,
+        _on_shift_start,
+        _on_shift_end,
+        _on_fault,
+        _on_back,
+    )
 
     def _decline(self, k: int, i: int, t: float, tick: int, lat: float, lng: float) -> None:
         self._ride(i, _R_SEARCHING)
@@ -362,7 +414,7 @@ class World:
         """An idle driver heads, still available, to where riders asked lately: the pickup
         point of one of the last ``reposition_lookback`` requests (demand-weighted)."""
         n = self.sim.reposition_lookback
-        u = rand.uniform1(self.seed, rand.REPOSITION, k, int(t * 1000))
+        u = rand.uniform1(self.seed, RandStream.REPOSITION, k, int(t * 1000))
         j = max(0, self.next_arrival - 1 - int(u * n))
         lat, lng = self._pos1(k, t)
         d = geo.haversine1(lat, lng, float(self.r.plat[j]), float(self.r.plng[j]))
@@ -372,7 +424,7 @@ class World:
                 t,
                 float(self.r.plat[j]),
                 float(self.r.plng[j]),
-                d * self.eta.cfg.detour_factor / self.eta.cfg.city_speed_mps,
+                self.drive.drive_s(d),
             )
 
     def _offline(self, k: int, t: float, tick: int) -> None:
@@ -409,12 +461,12 @@ class World:
                 eta=float(eta[j]),
                 dist=float(dist[j]),
             )
-            resp = rand.exponential1(sim.response_s, self.seed, rand.RESPONSE, i, c)
+            resp = rand.exponential1(sim.response_s, self.seed, RandStream.RESPONSE, i, c)
             self._offer_t[(k, i)] = t
             self._push(t + min(resp, sim.offer_timeout_s), _RESPOND, k, i, c)
             p = min(0.5, sim.cancel_base + sim.cancel_per_min * float(eta[j]) / 60.0)
-            if rand.uniform1(self.seed, rand.CANCEL, i, c) < p:
-                at = t + rand.uniform1(self.seed, rand.CANCEL_AT, i, c) * (float(eta[j]) + 30.0)
+            if rand.uniform1(self.seed, RandStream.CANCEL, i, c) < p:
+                at = t + rand.uniform1(self.seed, RandStream.CANCEL_AT, i, c) * (float(eta[j]) + 30.0)
                 self._push(at, _RIDER_CANCEL, i, -1, c)
 
     # ------------------------------------------------------------------ pings
