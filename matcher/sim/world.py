@@ -28,7 +28,7 @@ from matcher.core.states import DriverStatus as D
 from matcher.core.states import RideState as R
 from matcher.core.states import check_driver, check_ride
 from matcher.io.eventlog import EventLog
-from matcher.sim import rand
+from matcher.sim import kinematics, rand
 from matcher.sim.rand import RandStream
 
 # plain ints: enum attribute lookups cost more than the rest of an event's handling
@@ -187,26 +187,28 @@ class World:
 
     # -------------------------------------------------------------- positions
     def position(self, keys: np.ndarray, ts):
-        """(lat, lng, heading, speed) of drivers at time(s) ts, along their straight-line segment."""
+        """(lat, lng, heading, speed) of drivers at time(s) ts, along their segment (see kinematics)."""
         t0, t1 = self.t0[keys], self.t1[keys]
         span = t1 - t0
         safe = np.where(span > 0, span, 1.0)
         a = np.where(span > 0, np.clip((ts - t0) / safe, 0.0, 1.0), 1.0)
-        lat = self.lat0[keys] + (self.lat1[keys] - self.lat0[keys]) * a
-        lng = self.lng0[keys] + (self.lng1[keys] - self.lng0[keys]) * a
+        lat0, lng0, lat1, lng1 = self.lat0[keys], self.lng0[keys], self.lat1[keys], self.lng1[keys]
+        dist = geo.haversine_m(lat0, lng0, lat1, lng1)
+        lat, lng, hd = kinematics.interpolate(lat0, lng0, lat1, lng1, a, self.heading[keys], dist)
         moving = (span > 0) & (ts < t1) & (ts >= t0)
-        dist = geo.haversine_m(self.lat0[keys], self.lng0[keys], self.lat1[keys], self.lng1[keys])
         speed = np.where(moving, dist / safe, 0.0).astype(np.float32)
-        return lat, lng, self.heading[keys], speed
+        return lat, lng, hd, speed
 
     def _state1(self, k: int, t: float) -> tuple[float, float, float, float]:
-        """:meth:`position` of one driver, in plain floats (same arithmetic, no numpy overhead)."""
+        """:meth:`position` of one driver, in plain floats (same numbers, no numpy overhead)."""
         t0, t1 = float(self.t0[k]), float(self.t1[k])
         lat0, lng0, lat1, lng1 = float(self.lat0[k]), float(self.lng0[k]), float(self.lat1[k]), float(self.lng1[k])
         span = t1 - t0
         a = min(max((t - t0) / span, 0.0), 1.0) if span > 0 else 1.0
-        speed = geo.haversine1(lat0, lng0, lat1, lng1) / span if span > 0 and t0 <= t < t1 else 0.0
-        return lat0 + (lat1 - lat0) * a, lng0 + (lng1 - lng0) * a, float(self.heading[k]), speed
+        dist = geo.haversine1(lat0, lng0, lat1, lng1)
+        speed = dist / span if span > 0 and t0 <= t < t1 else 0.0
+        lat, lng, hd = kinematics.interpolate1(lat0, lng0, lat1, lng1, a, float(self.heading[k]), dist)
+        return lat, lng, hd, speed
 
     def _pos1(self, k: int, t: float) -> tuple[float, float]:
         lat, lng, _, _ = self._state1(k, t)
