@@ -133,7 +133,11 @@ class World:
         self.gps_n = np.zeros(m, np.int64)
         self.gps_from = np.full(m, np.inf)
         self.gps_until = np.full(m, np.inf)
+        # faults: each online driver's chain of fault times (a renewal process keyed by
+        # (driver, n)); only the next fault of a busy driver sits in the heap (see _schedule_fault)
         self.fault_n = np.zeros(m, np.int64)
+        self.fault_at = np.full(m, np.inf)  # the chain's next fault (inf: no chain)
+        self.fault_queued = np.zeros(m, bool)  # ... and it is in the heap
         self._heap: list = []
         self._hseq = 0
         self._offer_t: dict[tuple[int, int], float] = {}
@@ -152,6 +156,12 @@ class World:
         self.__dict__.update(d)
         if "drive" not in d:  # a checkpoint from before the driving model (the CLI set both speeds equal)
             self.drive = make_eta(self.eta.cfg, speed_mps=self.sim.trip_speed_mps)
+        if "fault_at" not in d:  # a checkpoint from before parked fault chains: every chain is in the heap
+            m = len(self.status)
+            self.fault_at, self.fault_queued = np.full(m, np.inf), np.zeros(m, bool)
+            for t, _, kind, a, _b, _c in self._heap:
+                if kind == _FAULT:
+                    self.fault_at[a], self.fault_queued[a] = t, True
 
     # ------------------------------------------------------------------ setup
     def _fill_dropoffs(self) -> None:
@@ -175,11 +185,69 @@ class World:
         self.gps_until[keys] = after + gap + dur
         self.gps_n[keys] = n + 1
 
+    def _roll_gps(self, t: float) -> None:
+        """Draw the dropout windows that are over by t, until each driver's current or next one.
+
+        The same windows as drawing them one by one (:meth:`_schedule_gps`), but in blocks
+        that grow 8x per round: a long stretch of empty time (years without a request) costs
+        a few vector operations, not one per dropout.
+        """
+        over = np.flatnonzero(self.gps_until <= t)
+        if len(over):
+            self._schedule_gps(over, self.gps_until[over])  # the common case: one window per driver
+            over = over[self.gps_until[over] <= t]
+        rate = self.sim.gps_dropout_rate_per_h / 3600.0
+        block = 8
+        while len(over):
+            n = self.gps_n[over][:, None] + np.arange(block)
+            gap = rand.exponential(1.0 / rate, self.seed, RandStream.GPS_GAP, over[:, None], n)
+            dur = rand.exponential(self.sim.gps_dropout_mean_s, self.seed, RandStream.GPS_LEN, over[:, None], n)
+            steps = np.empty((len(over), 1 + 2 * block))
+            steps[:, 0], steps[:, 1::2], steps[:, 2::2] = self.gps_until[over], gap, dur
+            acc = np.add.accumulate(steps, axis=1)  # sequential: ((until + gap) + dur) + gap ..., as one by one
+            froms, untils = acc[:, 1::2], acc[:, 2::2]
+            live = untils > t
+            found = live.any(axis=1)
+            j = np.where(found, np.argmax(live, axis=1), block - 1)
+            rows = np.arange(len(over))
+            self.gps_from[over], self.gps_until[over] = froms[rows, j], untils[rows, j]
+            self.gps_n[over] += j + 1
+            over = over[~found]
+            block = min(block * 8, 4096)
+
     def _schedule_fault(self, k: int, t: float) -> None:
+        """Start or continue driver k's fault chain after time t (the start of its shift or its last fault).
+
+        Empty time is free: a fault only matters to a busy driver (mid-ride it cancels the
+        ride; otherwise it is a no-op that draws the next one), so the chain is queued in
+        the heap only while the driver is busy. :meth:`_wake_faults` catches a parked chain
+        up when the driver becomes busy, drawing exactly the faults that would have fired
+        meanwhile: the same faults at the same times as firing each one, without a heap
+        entry (or a loop turn and a checkpoint) per idle fault.
+        """
         rate = self.sim.driver_fault_rate_per_h
         if rate > 0:
             gap = rand.exponential1(3600.0 / rate, self.seed, RandStream.FAULT, k, int(self.fault_n[k]))
-            self._push(t + gap, _FAULT, k)
+            self.fault_at[k] = t + gap
+            if self.status[k] in (_EN_ROUTE, _ON_TRIP):
+                self._queue_fault(k)
+
+    def _wake_faults(self, k: int, t: float) -> None:
+        """Driver k becomes busy at t: the idle faults of its chain up to t fire (as no-ops), the next is queued."""
+        if self.fault_queued[k] or not np.isfinite(self.fault_at[k]):
+            return
+        mean = 3600.0 / self.sim.driver_fault_rate_per_h
+        at, n = float(self.fault_at[k]), int(self.fault_n[k])
+        while at <= t:
+            n += 1
+            at = at + rand.exponential1(mean, self.seed, RandStream.FAULT, k, n)
+        self.fault_at[k], self.fault_n[k] = at, n
+        self._queue_fault(k)
+
+    def _queue_fault(self, k: int) -> None:
+        if not self.fault_queued[k]:
+            self.fault_queued[k] = True
+            self._push(float(self.fault_at[k]), _FAULT, k)
 
     def _push(self, t: float, kind: int, a: int, b: int = -1, c: int = -1) -> None:
         heapq.heappush(self._heap, (t, self._hseq, kind, a, b, c))
@@ -293,6 +361,7 @@ class World:
         self._ride(i, _R_ACCEPTED)
         self._ride(i, _R_DRIVER_EN_ROUTE)
         self._drv(k, _EN_ROUTE, t)
+        self._wake_faults(k, t)
         self.log.add(t, tick, "accept", req=i, key=k, lat=lat, lng=lng)
         plat, plng = float(self.r.plat[i]), float(self.r.plng[i])
         dist = geo.haversine1(lat, lng, plat, plng)
@@ -356,6 +425,9 @@ class World:
 
     def _on_fault(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
         """Driver k drops off the network: a ride under way is lost, the driver is back later."""
+        if not self.fault_queued[k] or t != self.fault_at[k]:
+            return  # the chain ended while this entry was queued (the shift ended)
+        self.fault_queued[k] = False
         self.fault_n[k] += 1
         if self.status[k] in (_EN_ROUTE, _ON_TRIP):
             i = int(self.ride[k])
@@ -368,7 +440,9 @@ class World:
             self._offline(k, t, tick)
             self._push(t + self.sim.fault_offline_s, _BACK, k)
         elif self.status[k] != _OFFLINE:
-            self._schedule_fault(k, t)
+            self._schedule_fault(k, t)  # idle: a no-op, the chain goes on (parked)
+        else:
+            self.fault_at[k] = np.inf
 
     def _on_back(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
         """Driver k's fault downtime is over: online again unless the shift ended meanwhile."""
@@ -431,6 +505,7 @@ class World:
 
     def _offline(self, k: int, t: float, tick: int) -> None:
         self._drv(k, _OFFLINE, t)
+        self.fault_at[k] = np.inf  # the fault chain ends (a fault's downtime starts a new one at _on_back)
         self.log.add(t, tick, "driver_offline", key=k, lat=self.lat0[k], lng=self.lng0[k])
 
     # ---------------------------------------------------------------- matching
@@ -477,11 +552,7 @@ class World:
         dropout) or a status change (status travels even without GPS, with the last fix).
         ``last_sent`` (per driver, updated here) is when each driver last reported."""
         iv = self.sim.ping_interval_s
-        # roll dropout windows that are over
-        over = np.flatnonzero(self.gps_until <= t)
-        while len(over):
-            self._schedule_gps(over, self.gps_until[over])
-            over = over[self.gps_until[over] <= t]
+        self._roll_gps(t)
         fix_at = np.minimum(t, np.where(self.gps_from <= t, self.gps_from, t))
         fix = self.phase + np.floor((fix_at - self.phase) / iv) * iv
         fix = np.where(fix <= fix_at, fix, fix - iv)
