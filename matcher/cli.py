@@ -11,7 +11,7 @@ import sys
 import traceback
 from dataclasses import replace
 
-from matcher.config import MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
+from matcher.config import AreaConfig, MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
 from matcher.errors import MatcherError
 
 
@@ -123,6 +123,20 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         help="CPUs per shard actor (default %(default)s)",
     )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    ar = AreaConfig()
+    p.add_argument(
+        "--areas",
+        choices=("auto", "one"),
+        default=ar.mode,
+        help="auto: replay each independent area of the trace on its own (on Ray with --backend ray); "
+        "one: the whole trace in one world (default %(default)s)",
+    )
+    p.add_argument(
+        "--area-cpus",
+        type=_positive(float),
+        default=ar.num_cpus,
+        help="CPUs per area task on Ray (default %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-locations", action="store_true", help="write driver location history to OUT/locations/")
     p.add_argument(
@@ -214,6 +228,7 @@ def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, windo
         record_locations=a.record_locations,
         quiet=a.quiet,
         checkpoint_every_s=a.checkpoint_every,
+        areas=replace(AreaConfig(), mode=a.areas, num_cpus=a.area_cpus),
     )
 
 

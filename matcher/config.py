@@ -103,6 +103,16 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
+class AreaConfig:
+    """Independent areas replayed separately (matcher/core/areas.py, matcher/sim/areas.py)."""
+
+    mode: str = "auto"  # auto: split a trace into its independent areas; one: one world, as before areas
+    precision: int = 4  # geohash precision of the coarse cells (~39 x 20 km at the equator)
+    margin_m: float = 1000.0  # added to the candidate radius: GPS lag, driving during an offer, path shape
+    num_cpus: float = 1.0  # CPUs asked per area task on Ray
+
+
+@dataclass(frozen=True)
 class RunConfig:
     trace: str
     out: str
@@ -114,6 +124,7 @@ class RunConfig:
     quiet: bool = False
     label: str | None = None
     checkpoint_every_s: float = 3600.0  # simulated seconds between checkpoints (0: none)
+    areas: AreaConfig = field(default_factory=AreaConfig)
 
 
 @dataclass(frozen=True)

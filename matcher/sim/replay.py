@@ -75,7 +75,7 @@ def _requests(table: pa.Table) -> tuple[Requests, pa.Array, int]:
 
 def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("events", "locations"):
+    for name in ("events", "locations", "areas"):
         if (out / name).exists():
             shutil.rmtree(out / name)
     for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet", "cells.parquet", CHECKPOINT):
@@ -112,6 +112,11 @@ def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = 
     _announce(out)
     _prepare_out(out)
     trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
+    from matcher.sim import areas  # a trace of several independent areas replays them separately
+
+    split = areas.split(cfg, inputs)
+    if split is not None:
+        return areas.run_split(cfg, inputs, split, progress=progress)
     return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory)
 
 
@@ -151,26 +156,39 @@ def resume_replay(
     finished log equals an uninterrupted run's and holds no duplicate.
     """
     out = Path(out_dir)
+    from matcher.sim import areas
+
+    if areas.is_split_run(out):
+        return areas.resume_split(out, progress=progress, quiet=quiet)
     path = out / CHECKPOINT
     if not path.exists():
         if (out / "summary.json").exists():
             raise MatcherError(f"{out}: the run is already complete (summary.json exists)")
         raise MatcherError(f"{out}: no checkpoint to resume from ({CHECKPOINT} missing)")
-    try:
-        with open(path, "rb") as f:
-            ck = _CheckpointUnpickler(f).load()
-    except Exception as e:
-        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+    ck = read_checkpoint(path)
     cfg: RunConfig = ck["cfg"]
     if quiet is not None:
         cfg = replace(cfg, quiet=quiet)
+    discard_after_checkpoint(out, ck)
+    _announce(out)
+    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
+
+
+def read_checkpoint(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _CheckpointUnpickler(f).load()
+    except Exception as e:
+        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+
+
+def discard_after_checkpoint(out: Path, ck: dict) -> None:
+    """Remove what a run folder got after its checkpoint ``ck``: a resume writes it again."""
     for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
         for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
             if int(f.stem.split("-")[1]) >= first:
                 f.unlink()  # written after the checkpoint: they will be written again
     remove_leftovers(out)  # a part file that was being written when the run died
-    _announce(out)
-    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
 
 
 @dataclass
@@ -183,6 +201,7 @@ class Inputs:
     fleet: Fleet
     driver_ids: pa.Array
     quarantine: list[pa.Table]  # rows left out (requests, then drivers)
+    seq_base: int = 0  # seq of the first event (an area of a split run starts at its own base)
 
 
 def _load_inputs(cfg: RunConfig) -> Inputs:
@@ -202,7 +221,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
     backend = backend_factory(cfg.shard, cfg.match, f"matcher-{out.name}-{int(time.time())}")
     try:
         if resume is None:
-            log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
+            log = EventLog(out / "events", request_ids, driver_ids, t0_ms, first_seq=inputs.seq_base)
             locations = LocationLog(out / "locations", driver_ids, t0_ms) if cfg.record_locations else None
             world = World(reqs, fleet, sim, cfg.match, log)
             coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
