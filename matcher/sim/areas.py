@@ -286,6 +286,11 @@ def _execute(out: Path, plan: dict, inputs: replay.Inputs, sp: Split, resumed: b
         labels = [f"area {sp.names[a]}" for a in todo]
         for j, _ in run_tasks(run_area, jobs, labels, cfg.areas.num_cpus, cfg.shard.address):
             jobs[j] = ()  # free the area's inputs on this side
+            if not (out / AREAS_DIR / sp.names[todo[j]] / "summary.json").exists():
+                raise MatcherError(
+                    f"area {sp.names[todo[j]]} finished on another node, but its files are not in {out}: on a "
+                    "cluster, --out must be a folder every node sees at the same path (shared storage)"
+                )
             finished(todo[j])
     else:
         for a in todo:
