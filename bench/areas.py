@@ -47,13 +47,19 @@ def area_speedup_2_tasks(ctx: Context) -> dict:
     opts = ("--checkpoint-every", "0")  # the same options for both runs
     seq, wall_seq, cpu_seq = _run(ctx, trace, drv, ctx.path("runs", "areas-inprocess"), *opts)
     ctx.log("  the same areas as 2 Ray tasks (embedded Ray, 1 CPU each)")
-    par, wall_par, _ = _run(
+    par, wall_par, cpu_par = _run(
         ctx, trace, drv, ctx.path("runs", "areas-ray"), "--backend", "ray", "--area-cpus", "1", *opts
     )
     load1 = os.getloadavg()[0]
     rows = seq["areas"]
     walls = [float(r["wall_seconds"]) for r in rows]
     ideal = sum(walls) / _lpt(walls, 2)
+    cpus = [float(r["cpu_seconds"] or 0.0) for r in rows]
+    cpu_ideal = sum(cpus) / _lpt(cpus, 2)
+    task_cpu = sum(float(r["cpu_seconds"] or 0.0) for r in par["areas"])
+    share_seq = cpu_seq / wall_seq  # cores this run got (this machine is shared)
+    share_par = (cpu_par + task_cpu) / wall_par  # the driver and its 2 area tasks
+    head_cpu = max(cpu_seq - sum(cpus), 0.0)  # load, cut, merge, whole-run summary: serial, on the driver
     same = seq["requests"] == par["requests"] and seq["completed"] == par["completed"]
     speed = wall_seq / wall_par
     note = (
@@ -61,8 +67,10 @@ def area_speedup_2_tasks(ctx: Context) -> dict:
         f"{hours:g} h from 06:00 UTC); wall around run_replay (load, split, areas, merge, summary): "
         f"{wall_seq:.1f} s in process vs {wall_par:.1f} s as 2 Ray tasks (Ray start included); the areas' own "
         f"walls in process sum to {sum(walls):.1f} s, and their best 2-slot schedule (biggest first) bounds the "
-        f"speedup at {ideal:.2f}x; same outcome in both runs: {same}; load average {load0:.1f} -> {load1:.1f} on "
-        f"{os.cpu_count()} cores (other work on this machine slows both runs)"
+        f"speedup at {ideal:.2f}x ({cpu_ideal:.2f}x from their CPU times); CPU used: {cpu_seq:.1f} s in process, "
+        f"{cpu_par:.1f} s driver + {task_cpu:.1f} s in the 2 tasks; cores obtained {share_seq:.2f} in process vs "
+        f"{share_par:.2f} with 2 tasks (of {os.cpu_count()}; load average {load0:.1f} -> {load1:.1f}: other work on "
+        f"this machine takes the rest); same outcome in both runs: {same}"
     )
     events = sorted(float(r["events_per_s"]) for r in rows if r.get("events_per_s"))
     med = events[len(events) // 2] if events else None
@@ -80,9 +88,8 @@ def area_speedup_2_tasks(ctx: Context) -> dict:
             ok=True,
         ),
     }
-    head_s = max(wall_seq - sum(walls), 0.0)  # load, cut, merge, whole-run summary: serial, on the driver
     ctx.cache.joinpath("areas-last.json").write_text(
-        json.dumps({"speedup": speed, "ideal": ideal, "head_s_per_request": head_s / max(seq["requests"], 1)})
+        json.dumps({"speedup": speed, "ideal": ideal, "head_cpu_s_per_request": head_cpu / max(seq["requests"], 1)})
     )
     return out
 
@@ -106,7 +113,7 @@ def area_projection(ctx: Context) -> dict:
     rate = summary["requests"] / window_s
     try:
         last = json.loads(ctx.cache.joinpath("areas-last.json").read_text())
-        head_per_req = float(last["head_s_per_request"])
+        head_per_req = float(last["head_cpu_s_per_request"])
     except (OSError, ValueError, KeyError):
         head_per_req = float("nan")
     scale = PROJ_DRIVERS / max(int(summary["drivers"]), 1)  # 1 in full mode; --quick scales a small city up
@@ -135,7 +142,7 @@ def area_projection(ctx: Context) -> dict:
             f"{PROJ_CITIES} cities x {PROJ_DRIVERS:,} drivers {what} (a day in {day_wall / 3600:.1f} h): "
             f"{cpus:.1f} CPUs of area tasks -> {nodes} worker node(s); one city needs {per_city * factor:.3f} CPU "
             f"(an area is one process: at most 1). The driver's serial part (load, cut, merge, whole-run summary; "
-            f"{head_per_req * 1e3:.3f} ms per request measured in area_speedup_2_tasks) would take {head / 3600:.1f} h "
+            f"{head_per_req * 1e3:.3f} CPU ms per request in area_speedup_2_tasks) would take {head / 3600:.1f} h "
             f"for that day{' and is the limit' if head > day_wall else ''}. " + basis,
             ok=per_city * factor <= 1.0,
         )

@@ -236,6 +236,7 @@ def run_area(cfg: RunConfig, inputs: replay.Inputs, progress=None) -> dict:
     one, from scratch otherwise, or nothing to do if it finished. Safe to run again after a
     crash at any point (a Ray task whose worker died is retried through this)."""
     out = Path(cfg.out)
+    cpu0 = time.process_time()
     if (out / "summary.json").exists():
         (out / replay.CHECKPOINT).unlink(missing_ok=True)
         return _read_json(out)
@@ -243,11 +244,13 @@ def run_area(cfg: RunConfig, inputs: replay.Inputs, progress=None) -> dict:
     if ck_path.exists():
         ck = replay.read_checkpoint(ck_path)
         replay.discard_after_checkpoint(out, ck)
-        return replay._run(ck["cfg"], inputs, resume=ck, progress=progress)
-    if out.exists():
-        shutil.rmtree(out)  # an area that died before its first checkpoint starts again
-    out.mkdir(parents=True)
-    return replay._run(cfg, inputs, resume=None, progress=progress)
+        summary = replay._run(ck["cfg"], inputs, resume=ck, progress=progress)
+    else:
+        if out.exists():
+            shutil.rmtree(out)  # an area that died before its first checkpoint starts again
+        out.mkdir(parents=True)
+        summary = replay._run(cfg, inputs, resume=None, progress=progress)
+    return {**summary, "cpu_seconds": time.process_time() - cpu0}  # this session's CPU time of the area
 
 
 def _read_json(out: Path) -> dict:
@@ -266,7 +269,10 @@ def _execute(out: Path, plan: dict, inputs: replay.Inputs, sp: Split, resumed: b
     todo.sort(key=lambda a: (-int(work[a]), a))  # biggest first: the last ones to start are short
     bar = None if cfg.quiet else _AreaBar(len(sp), len(sp) - len(todo))
 
-    def finished(a: int) -> None:
+    cpu = plan.setdefault("cpu", {})
+
+    def finished(a: int, summary: dict) -> None:
+        cpu[sp.names[a]] = summary.get("cpu_seconds")
         _collect(out, sp.names[a])
         plan["done"] = sorted({*plan["done"], sp.names[a]})
         plan["wall_before"] = wall_before + time.perf_counter() - session0
@@ -284,21 +290,21 @@ def _execute(out: Path, plan: dict, inputs: replay.Inputs, sp: Split, resumed: b
         jobs: list[tuple[Any, ...]] = [(_area_cfg(cfg, out, sp.names[a]), area_inputs(inputs, sp, a)) for a in todo]
         del inputs  # the areas' inputs are all the tasks need
         labels = [f"area {sp.names[a]}" for a in todo]
-        for j, _ in run_tasks(run_area, jobs, labels, cfg.areas.num_cpus, cfg.shard.address):
+        for j, result in run_tasks(run_area, jobs, labels, cfg.areas.num_cpus, cfg.shard.address):
             jobs[j] = ()  # free the area's inputs on this side
             if not (out / AREAS_DIR / sp.names[todo[j]] / "summary.json").exists():
                 raise MatcherError(
                     f"area {sp.names[todo[j]]} finished on another node, but its files are not in {out}: on a "
                     "cluster, --out must be a folder every node sees at the same path (shared storage)"
                 )
-            finished(todo[j])
+            finished(todo[j], result)
     else:
         for a in todo:
             ain = area_inputs(inputs, sp, a)
             bar_a = progress if progress is not None or cfg.quiet else replay._Bar(len(ain.reqs), sp.names[a])
-            run_area(_area_cfg(cfg, out, sp.names[a]), ain, progress=bar_a)
+            result = run_area(_area_cfg(cfg, out, sp.names[a]), ain, progress=bar_a)
             del ain
-            finished(a)
+            finished(a, result)
     if bar is not None:
         bar.close()
     return _finish(out, plan, sp, resumed, n_quarantined, lambda: wall_before + time.perf_counter() - session0)
@@ -369,6 +375,7 @@ def _finish(out: Path, plan: dict, sp: Split, resumed: bool, n_quarantined: int,
         row["wait_s_p90"] = (s.get("wait_s") or {}).get("p90")
         row["tick_ms_p99"] = (s.get("tick_ms") or {}).get("p99")
         row["idle_drivers"] = int(sp.idle_drivers[a])
+        row["cpu_seconds"] = (plan.get("cpu") or {}).get(name)  # the area's CPU time (its last session)
         row["events"] = events
         w = s.get("wall_seconds")
         row["events_per_s"] = events / w if w else None
