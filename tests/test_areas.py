@@ -302,3 +302,17 @@ def test_areas_as_ray_tasks_give_the_inprocess_log(ray_session, split_run, world
     assert [r["area"] for r in summary["areas"]] == [
         r["area"] for r in json.loads((split_run / "summary.json").read_text())["areas"]
     ]
+
+
+def test_report_of_a_split_run_has_a_row_per_area(split_run, tmp_path):
+    import shutil
+
+    from matcher.analysis.report import build_report
+
+    folder = tmp_path / "copy"
+    shutil.copytree(split_run, folder)
+    text = Path(build_report(folder)).read_text()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert "<h2>Independent areas</h2>" in text
+    for row in summary["areas"]:
+        assert f"<tr><th>{row['area']}</th><td>{row['requests']:,}</td>" in text

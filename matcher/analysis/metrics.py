@@ -406,7 +406,7 @@ def run_request_table(out_dir: str | os.PathLike, columns: list[str] | None = No
     n_events = lf.select(pl.len()).collect().item()
     if columns is None:
         columns = request_table(ordered(lf.head(0).collect())).columns
-    return _per_request(lf, n_events, columns)[0]
+    return _per_request(lf, n_events, columns, parts=scan_event_partitions(out_dir, SUMMARY_COLUMNS))[0]
 
 
 def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.DataFrame | None = None) -> dict:
