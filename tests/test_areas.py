@@ -316,3 +316,36 @@ def test_report_of_a_split_run_has_a_row_per_area(split_run, tmp_path):
     assert "<h2>Independent areas</h2>" in text
     for row in summary["areas"]:
         assert f"<tr><th>{row['area']}</th><td>{row['requests']:,}</td>" in text
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_of_a_split_run(split_run, world_trace, tmp_path):
+    """A real kill -9 of `matcher replay` once an area has finished and another has checkpointed,
+    then `matcher replay --resume OUT`: the log equals the uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from matcher.cli import main
+
+    trace, drivers = world_trace
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "matcher", "replay", str(trace), "--out", str(out), "--drivers", str(drivers)]
+    proc = subprocess.Popen([*cmd, "--shards", "2", "--backend", "inprocess", "--quiet", "--checkpoint-every", "60"])
+
+    def ready() -> bool:
+        parts = list((out / "events").glob("area=*")) if (out / "events").exists() else []
+        return bool(parts) and bool(list((out / "areas").glob("*/checkpoint.pkl")))
+
+    deadline = time.monotonic() + 120
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert areas_mod.is_split_run(out)
+    assert main(["replay", "--resume", str(out), "--quiet"]) == 0
+    assert _events(out).equals(_events(split_run))
+    assert check_run(out) == []
