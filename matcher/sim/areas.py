@@ -26,6 +26,14 @@ sub-trace (tested), except that ``seq`` starts at ``index(A) * 2**40`` so that
 request of the trace (an area of their own, without requests) could never be
 offered a ride and never move; they join the nearest area with requests.
 
+Known limit: the world keys its random draws by a request's and a driver's
+position in its own arrays (``matcher.sim.rand``), which for an area are its
+positions within the area, as in its sub-trace alone. So the i-th request (and
+the k-th driver) of two areas draw the same numbers (accept, response time,
+cancel, GPS dropouts): each area is a faithful replay, but areas are not
+statistically independent of each other. Keying the draws by a hash of the ids
+instead would fix it, and change every run's events.
+
 Layout (docs/run-output.md): ``OUT/events/area=NAME/part-*.parquet`` (one hive
 partition per area), ``OUT/ticks.parquet`` (and every other per-tick table an
 area writes, such as ``shards.parquet``) merged with an ``area`` column,
