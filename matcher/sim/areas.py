@@ -59,12 +59,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from matcher.analysis import metrics
-from matcher.config import RunConfig
+from matcher.config import Policy, RunConfig
 from matcher.core import geo
 from matcher.core.areas import Areas, detect
 from matcher.errors import MatcherError
 from matcher.io import trace
-from matcher.io.atomic import atomic_path
+from matcher.io.atomic import atomic_path, move_dir
 from matcher.sim import replay
 from matcher.sim.world import Fleet, Requests
 
@@ -342,7 +342,7 @@ def _collect(out: Path, name: str) -> None:
             if dst.exists():
                 shutil.rmtree(dst)  # a collect that died half-way never happens (rename), but be safe
             dst.parent.mkdir(parents=True, exist_ok=True)
-            src.rename(dst)
+            move_dir(src, dst)
 
 
 def _merge_tables(out: Path, names: tuple[str, ...]) -> list[str]:
@@ -390,8 +390,8 @@ def _finish(out: Path, plan: dict, sp: Split, resumed: bool, n_quarantined: int,
         rows.append(row)
     wall_areas = sum(float(s.get("wall_seconds") or 0.0) for s in sums)
     meta = {
-        "policy": cfg.sim.policy,
-        "window_s": cfg.sim.window_s if cfg.sim.policy == "batch" else None,
+        "policy": Policy(cfg.sim.policy).value,
+        "window_s": cfg.sim.window_s if cfg.sim.policy == Policy.BATCH else None,
         "shards": cfg.shard.shards,
         "backend": cfg.shard.backend,
         "seed": cfg.sim.seed,
