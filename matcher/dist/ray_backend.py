@@ -286,7 +286,7 @@ def run_tasks(
     jobs: list[tuple[Any, ...]],
     labels: list[str],
     num_cpus: float,
-    address: str | None,
+    target: RayTarget,
     max_retries: int = 3,
 ) -> Iterator[tuple[int, Any]]:
     """Run ``fn(*jobs[i])`` for every job as a Ray task asking for ``num_cpus`` CPUs each and
@@ -298,11 +298,11 @@ def run_tasks(
     A task that raises stops the others and raises one ``MatcherError`` naming its label.
     On an embedded Ray (no ``address``), a task that could never be placed fails at once.
     """
-    started = ensure_ray(address)
+    started = connect(target)
     refs: list[Any] = []
     finished: set[int] = set()
     try:
-        if address is None:
+        if target.address is None:
             cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]  # ray is untyped
             if num_cpus > cpus:
                 raise MatcherError(f"each area task asks for {num_cpus} CPU but this machine's Ray has {cpus:g}")

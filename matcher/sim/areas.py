@@ -252,12 +252,12 @@ def run_area(cfg: RunConfig, inputs: replay.Inputs, progress=None) -> dict:
     if ck_path.exists():
         ck = replay.read_checkpoint(ck_path)
         replay.discard_after_checkpoint(out, ck)
-        summary = replay._run(ck["cfg"], inputs, resume=ck, progress=progress)
+        summary = replay._run(ck["cfg"], inputs, resume=ck, progress=progress, backend_factory=replay.make_backend)
     else:
         if out.exists():
             shutil.rmtree(out)  # an area that died before its first checkpoint starts again
         out.mkdir(parents=True)
-        summary = replay._run(cfg, inputs, resume=None, progress=progress)
+        summary = replay._run(cfg, inputs, resume=None, progress=progress, backend_factory=replay.make_backend)
     return {**summary, "cpu_seconds": time.process_time() - cpu0}  # this session's CPU time of the area
 
 
@@ -289,16 +289,20 @@ def _execute(out: Path, plan: dict, inputs: replay.Inputs, sp: Split, resumed: b
             bar.step(sp.names[a])
 
     if cfg.shard.backend == "ray" and todo:
-        from matcher.dist.backend import keep_embedded_ray_on_loopback
+        import os
 
-        if cfg.shard.address is None:
-            keep_embedded_ray_on_loopback()
+        from matcher.dist.backend import keep_embedded_ray_on_loopback
+        from matcher.dist.runmode import resolve_target
+
+        target = resolve_target(cfg.shard.address, os.environ)
+        if target.loopback:
+            keep_embedded_ray_on_loopback()  # before ray is imported
         from matcher.dist.ray_backend import run_tasks
 
         jobs: list[tuple[Any, ...]] = [(_area_cfg(cfg, out, sp.names[a]), area_inputs(inputs, sp, a)) for a in todo]
         del inputs  # the areas' inputs are all the tasks need
         labels = [f"area {sp.names[a]}" for a in todo]
-        for j, result in run_tasks(run_area, jobs, labels, cfg.areas.num_cpus, cfg.shard.address):
+        for j, result in run_tasks(run_area, jobs, labels, cfg.areas.num_cpus, target):
             jobs[j] = ()  # free the area's inputs on this side
             if not (out / AREAS_DIR / sp.names[todo[j]] / "summary.json").exists():
                 raise MatcherError(
