@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from matcher.config import AreaConfig, MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
 from matcher.errors import MatcherError
+from matcher.sim import scenario
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,7 +178,10 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         help="GPS dropouts per driver-hour (default %(default)s)",
     )
     g.add_argument(
-        "--speed", type=_positive(float), default=s.trip_speed_mps, help="city speed, m/s (default %(default)s)"
+        "--speed",
+        type=_positive(float),
+        default=s.trip_speed_mps,
+        help="city speed, m/s: sets both --eta-speed and --drive-speed (default %(default)s)",
     )
     g.add_argument(
         "--radius", type=_positive(float), default=m.radius_m, help="candidate radius, m (default %(default)s)"
@@ -189,47 +193,22 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         default=m.gps_timeout_s,
         help="stale after this many silent seconds (default %(default)s)",
     )
+    scenario.add_cli_options(p.add_argument_group("world (docs/models.md)"))
 
 
-def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, window: float | None = None) -> RunConfig:
-    """The one place options become config."""
-    backend = a.backend or ("ray" if a.shards > 1 else "inprocess")
-    sim = SimConfig(
-        policy=policy,
-        window_s=window if window is not None else a.window,
-        patience_s=a.patience,
-        accept_prob=a.accept_prob,
-        offer_timeout_s=a.offer_timeout,
-        cancel_base=a.cancel_base,
-        cancel_per_min=a.cancel_per_min,
-        gps_dropout_rate_per_h=a.gps_dropout_rate,
-        trip_speed_mps=a.speed,
-        seed=a.seed,
-    )
-    base = MatchConfig()
-    match = replace(
-        base,
-        radius_m=a.radius,
-        k=a.k,
-        k_search=max(base.k_search, 2 * a.k),
-        gps_timeout_s=a.gps_timeout,
-        eta=replace(base.eta, city_speed_mps=a.speed),
-    )
-    shard = ShardConfig(
-        shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus, wait_for_nodes_s=a.wait_for_nodes
-    )
-    return RunConfig(
-        trace=a.trace,
-        out=a.out,
-        drivers=a.drivers,
-        sim=sim,
-        match=match,
-        shard=shard,
-        record_locations=a.record_locations,
-        quiet=a.quiet,
-        checkpoint_every_s=a.checkpoint_every,
-        areas=replace(AreaConfig(), mode=a.areas, num_cpus=a.area_cpus),
-    )
+def config_from_args(a: argparse.Namespace, policy: Policy | None = None, window: float | None = None) -> RunConfig:
+    """The one place options become config: defaults < --world preset < --config file < options given
+    (matcher.sim.scenario). ``policy`` and ``window`` (compare's runs) override all of them."""
+    given = scenario.from_namespace(a, getattr(a, "given", set(vars(a))))
+    if policy is not None:
+        given["policy"] = policy
+    if window is not None:
+        given["window"] = window
+    cfg = scenario.resolve(given, config=a.config, world=a.world, trace=a.trace, out=a.out)
+    if getattr(a, "wait_for_nodes", None) is not None:
+        cfg = replace(cfg, shard=replace(cfg.shard, wait_for_nodes_s=a.wait_for_nodes))
+    cfg = replace(cfg, areas=replace(AreaConfig(), mode=a.areas, num_cpus=a.area_cpus))
+    return replace(cfg, quiet=a.quiet)
 
 
 def _output_folder(out: str) -> str:
@@ -253,14 +232,24 @@ def _cmd_replay(a) -> int:
 
     if a.resume:
         summary = resume_replay(_output_folder(a.resume), quiet=a.quiet)
-    elif a.trace is None or a.out is None:
-        a.parser.error("replay needs TRACE and --out (or --resume OUT)")
     else:
-        a.out = _output_folder(a.out)
-        summary = run_replay(config_from_args(a, policy=Policy(a.policy)))
+        if a.out is not None:
+            a.out = _output_folder(a.out)
+        cfg = _scenario_or_exit(a)
+        if a.print_config:
+            print(scenario.to_toml(cfg), end="")
+            return 0
+        summary = run_replay(cfg)
     if not a.quiet:
         print(format_summary([summary]))
     return 0
+
+
+def _scenario_or_exit(a, **kw) -> RunConfig:
+    try:
+        return config_from_args(a, **kw)
+    except scenario.ScenarioError as e:
+        a.parser.error(str(e))  # exits 2
 
 
 def _cmd_compare(a) -> int:
@@ -268,6 +257,10 @@ def _cmd_compare(a) -> int:
 
     policies = parse_policies(a.policies)
     a.out = _output_folder(a.out)
+    cfg = _scenario_or_exit(a, policy=policies[0][1], window=policies[0][2])  # a bad scenario: exit 2 first
+    if a.print_config:
+        print(scenario.to_toml(cfg), end="")
+        return 0
     run_compare(a, policies, config_from_args)
     return 0
 
@@ -442,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--policies", default="greedy,batch:2,batch:10", help="comma list: greedy, batch:SECONDS (default %(default)s)"
     )
     _tz_option(c)
-    c.set_defaults(func=_cmd_compare)
+    c.set_defaults(func=_cmd_compare, parser=c)
 
     rep = sub.add_parser("report", help="(re)build DIR/report.html")
     rep.add_argument("dir", help="a run folder (summary.json) or a compare folder (compare.json)")
@@ -487,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.given = scenario.given_options(parser, argv)  # options given explicitly (they override --config)
     try:
         return args.func(args)
     except MatcherError as e:

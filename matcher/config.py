@@ -125,6 +125,7 @@ class RunConfig:
     label: str | None = None
     checkpoint_every_s: float = 3600.0  # simulated seconds between checkpoints (0: none)
     areas: AreaConfig = field(default_factory=AreaConfig)
+    world: str = "full"  # the preset the scenario started from (matcher.sim.scenario.PRESETS)
 
 
 @dataclass(frozen=True)

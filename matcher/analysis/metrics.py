@@ -56,7 +56,8 @@ From the run meta (OUT/run.json, written by the engine)
     ``drivers`` = distinct drivers with a ``driver_online`` event,
     ``quarantined`` = rows of OUT/quarantine.parquet (0 without the file),
     ``sim_seconds`` = last ts - first ts of the log, the others null.
-    ``trace`` and ``backend`` are copied when the meta has them.
+    ``trace``, ``backend``, ``world`` (the preset) and ``settings`` (every option that differs
+    from the full world's default, docs/models.md) are copied when the meta has them.
 
 Other extras
     ``requests_per_hour_peak``  the most ``request`` events in one clock hour (UTC).
@@ -485,7 +486,7 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
         "busy_driver_hours": busy_s / 3600.0,
         "online_driver_hours": online_s / 3600.0,
     }
-    for key in ("trace", "backend"):  # passed through from the meta when present
+    for key in ("trace", "backend", "world", "settings"):  # passed through from the meta when present
         if meta.get(key) is not None:
             summary[key] = meta[key]
     return clean_json(summary)

@@ -34,6 +34,7 @@ from matcher.io import trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
 from matcher.sim import fleet as fleet_mod
+from matcher.sim import scenario
 from matcher.sim.cells import ReplayCells
 from matcher.sim.world import Fleet, Requests, World
 
@@ -282,6 +283,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
         "failed_ticks": st.failed_ticks,
         "trace": str(cfg.trace),
         "config": _jsonable(asdict(cfg)),
+        **_jsonable(scenario.describe(cfg)),  # world, settings (non-default) and the whole scenario
     }
     metrics.write_json_atomic(out / "run.json", meta)
     del world, coord, log, inputs, reqs  # the summary reads the log back from disk: free the run's state first
