@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import types
 from html.parser import HTMLParser
@@ -187,7 +188,7 @@ def test_run_compare(tmp_path, fake_replay, capsys):
     assert [c.out for c in fake_replay] == [str(out / lab) for lab in ("greedy", "batch-2s", "batch-10s")]
     assert [c.label for c in fake_replay] == ["greedy", "batch-2s", "batch-10s"]
     assert [(c.sim.policy, c.sim.window_s) for c in fake_replay][1:] == [("batch", 2.0), ("batch", 10.0)]
-    assert {(c.trace, c.drivers, c.sim.seed) for c in fake_replay} == {("trace.parquet", 40, 7)}
+    assert {(c.trace, c.drivers, c.sim.seed) for c in fake_replay} == {(os.path.abspath("trace.parquet"), 40, 7)}
     cmp = json.loads((out / "compare.json").read_text())
     assert cmp == result
     assert cmp["trace"] == str(Path("trace.parquet").resolve()) and cmp["baseline"] == "greedy"
