@@ -96,3 +96,20 @@ def test_gps_roll_in_blocks_draws_the_windows_one_by_one_would(jump_s, rate_per_
     assert np.array_equal(w.gps_from, ref.gps_from)
     assert np.array_equal(w.gps_until, ref.gps_until)
     assert (w.gps_until > jump_s).all()
+
+
+def test_a_checkpoint_from_before_parked_chains_still_loads():
+    """Old checkpoints hold every fault chain in the heap and no fault_at: the chains are read back from it."""
+    import pickle
+
+    from matcher.sim.world import Happening
+
+    w = _world(3, 0.0)
+    state = w.__getstate__()
+    del state["fault_at"], state["fault_queued"], state["drive"]
+    state["_heap"] = [(50.0, 0, int(Happening.FAULT), 1, -1, -1), (70.0, 1, int(Happening.EXPIRE), 0, -1, -1)]
+    old = World.__new__(World)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old.fault_at.tolist() == [np.inf, 50.0, np.inf]
+    assert old.fault_queued.tolist() == [False, True, False]
+    assert old.drive.cfg.city_speed_mps == SimConfig().trip_speed_mps
