@@ -342,7 +342,7 @@ def resolve(
     trace = trace if trace is not None else file.get("trace")
     out = out if out is not None else file.get("out")
     if not trace or not out:
-        raise ScenarioError("replay needs TRACE and --out (or a --config file that names them)")
+        raise ScenarioError("replay needs TRACE and --out (or --resume OUT, or a --config file that names them)")
     cfg = RunConfig(trace=os.path.abspath(trace), out=os.fspath(out), world=name)
     for o in OPTIONS:
         v = values[o.name]
