@@ -24,6 +24,7 @@ from matcher.core import geo
 from matcher.core.areas import NAME_PREFIX, detect
 from matcher.io.schemas import EVENTS
 from matcher.sim import areas as areas_mod
+from matcher.sim import scenario
 from matcher.sim.replay import _load_inputs, resume_replay, run_replay
 from matcher.sim.synth import synthesize
 
@@ -182,6 +183,9 @@ def test_split_run_layout_and_summary(split_run, world_trace):
     assert check_run(out) == []
     run = json.loads((out / "run.json").read_text())
     assert run["areas"] == 4 and run["area_backend"] == "inprocess"
+    # a split run names its world and carries the scenario that --config reads back (issue 18)
+    assert run["world"] == summary["world"] == "full" and summary["settings"] == run["settings"]
+    assert scenario.load_file(out / "run.json")["shards"] == 2
 
 
 def test_the_union_of_areas_holds_every_request_once(split_run, world_trace):

@@ -65,7 +65,7 @@ from matcher.core.areas import Areas, detect
 from matcher.errors import MatcherError
 from matcher.io import trace
 from matcher.io.atomic import atomic_path, move_dir
-from matcher.sim import replay
+from matcher.sim import replay, scenario
 from matcher.sim.world import Fleet, Requests
 
 AREAS_DIR = "areas"
@@ -418,6 +418,7 @@ def _finish(out: Path, plan: dict, sp: Split, resumed: bool, n_quarantined: int,
         "failed_ticks": int(sum(int(m.get("failed_ticks", 0)) for m in metas)),
         "trace": str(cfg.trace),
         "config": replay._jsonable(asdict(cfg)),
+        **replay._jsonable(scenario.describe(cfg)),  # world, settings (non-default) and the whole scenario
     }
     metrics.write_json_atomic(out / "run.json", meta)
     summary = metrics.summarize(out, meta)
