@@ -34,7 +34,7 @@ class RandStream(IntEnum):
     CANCEL = 2  # does the rider cancel after match (request, attempt)
     CANCEL_AT = 3  # ... and when
     TRIP_LEN = 4  # dropoff of a request the trace has none for (another request's pickup)
-    TRIP_DIR = 5  # reserved (drawn by no model today; kept so that no new stream reuses it)
+    TRIP_DIR = 5  # the load generator's dropoff for a trip the trace has none for (not drawn by the replay)
     GPS_GAP = 6  # time to a driver's next GPS dropout (id -1: the driver's ping phase)
     GPS_LEN = 7  # length of that dropout
     FAULT = 8  # time to a driver's next network fault
