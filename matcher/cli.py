@@ -15,9 +15,10 @@ import threading
 import traceback
 from dataclasses import replace
 
-from matcher.config import MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
+from matcher.config import AreaConfig, MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
 from matcher.errors import MatcherError, UsageError
 from matcher.io.bounds import RANGES, BoundsError, parse
+from matcher.sim import scenario
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,6 +159,20 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         action="store_true",
         help="write driver location history to OUT/locations/ (default off)",
     )
+    ar = AreaConfig()
+    p.add_argument(
+        "--areas",
+        choices=("auto", "one"),
+        default=ar.mode,
+        help="auto: replay each independent area of the trace on its own (on Ray with --backend ray); "
+        "one: the whole trace in one world (default %(default)s)",
+    )
+    p.add_argument(
+        "--area-cpus",
+        type=_bounded("area_cpus"),
+        default=ar.num_cpus,
+        help=f"CPUs per area task on Ray (default %(default)s; {_range('area_cpus')})",
+    )
     num(
         "--checkpoint-every",
         "checkpoint_every",
@@ -171,50 +186,26 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
     num("--cancel-base", "cancel_base", s.cancel_base, "rider cancel probability after match, base", g)
     num("--cancel-per-min", "cancel_per_min", s.cancel_per_min, "... plus this per minute of pickup ETA", g)
     num("--gps-dropout-rate", "gps_dropout_rate", s.gps_dropout_rate_per_h, "GPS dropouts per driver-hour", g)
-    num("--speed", "speed", s.trip_speed_mps, "city speed, m/s", g)
+    num("--speed", "speed", s.trip_speed_mps, "city speed, m/s: sets both --eta-speed and --drive-speed", g)
     num("--radius", "radius", m.radius_m, "candidate radius, m", g)
     num("--k", "k", m.k, "candidates per request", g)
     num("--gps-timeout", "gps_timeout", m.gps_timeout_s, "stale after this many silent seconds", g)
+    scenario.add_cli_options(p.add_argument_group("world (docs/models.md)"))
 
 
-def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, window: float | None = None) -> RunConfig:
-    """The one place options become config."""
-    backend = a.backend or ("ray" if a.shards > 1 else "inprocess")
-    sim = SimConfig(
-        policy=policy,
-        window_s=window if window is not None else a.window,
-        patience_s=a.patience,
-        accept_prob=a.accept_prob,
-        offer_timeout_s=a.offer_timeout,
-        cancel_base=a.cancel_base,
-        cancel_per_min=a.cancel_per_min,
-        gps_dropout_rate_per_h=a.gps_dropout_rate,
-        trip_speed_mps=a.speed,
-        seed=a.seed,
-    )
-    base = MatchConfig()
-    match = replace(
-        base,
-        radius_m=a.radius,
-        k=a.k,
-        k_search=max(base.k_search, 2 * a.k),
-        gps_timeout_s=a.gps_timeout,
-        eta=replace(base.eta, city_speed_mps=a.speed),
-    )
-    shard = ShardConfig(
-        shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus, wait_for_nodes_s=a.wait_for_nodes
-    )
-    return RunConfig(
-        trace=os.path.abspath(a.trace),
-        out=a.out,
-        drivers=os.path.abspath(a.drivers) if isinstance(a.drivers, str) else a.drivers,
-        sim=sim,
-        match=match,
-        shard=shard,
-        record_locations=a.record_locations,
-        quiet=a.quiet,
-        checkpoint_every_s=a.checkpoint_every,
-    )
+def config_from_args(a: argparse.Namespace, policy: Policy | None = None, window: float | None = None) -> RunConfig:
+    """The one place options become config: defaults < --world preset < --config file < options given
+    (matcher.sim.scenario). ``policy`` and ``window`` (compare's runs) override all of them."""
+    given = scenario.from_namespace(a, getattr(a, "given", set(vars(a))))
+    if policy is not None:
+        given["policy"] = policy
+    if window is not None:
+        given["window"] = window
+    cfg = scenario.resolve(given, config=a.config, world=a.world, trace=a.trace, out=a.out)
+    if getattr(a, "wait_for_nodes", None) is not None:
+        cfg = replace(cfg, shard=replace(cfg.shard, wait_for_nodes_s=a.wait_for_nodes))
+    cfg = replace(cfg, areas=replace(AreaConfig(), mode=a.areas, num_cpus=a.area_cpus))
+    return replace(cfg, quiet=a.quiet)
 
 
 def _output_folder(out: str) -> str:
@@ -232,77 +223,41 @@ def _output_folder(out: str) -> str:
     return os.path.abspath(out)  # the replay prints it once the inputs are read
 
 
-# What each option of `replay` sets in the run's config: with --resume, an option given again must
-# say what the run already uses (the run continues with its own options).
-_RESUME_FIELDS = {
-    "trace": lambda c: os.path.abspath(c.trace),
-    "drivers": lambda c: c.drivers,
-    "policy": lambda c: c.sim.policy,
-    "window": lambda c: c.sim.window_s,
-    "shards": lambda c: c.shard.shards,
-    "backend": lambda c: c.shard.backend,
-    "address": lambda c: c.shard.address,
-    "wait_for_nodes": lambda c: c.shard.wait_for_nodes_s,
-    "num_cpus": lambda c: c.shard.num_cpus,
-    "seed": lambda c: c.sim.seed,
-    "record_locations": lambda c: c.record_locations,
-    "checkpoint_every": lambda c: c.checkpoint_every_s,
-    "patience": lambda c: c.sim.patience_s,
-    "accept_prob": lambda c: c.sim.accept_prob,
-    "offer_timeout": lambda c: c.sim.offer_timeout_s,
-    "cancel_base": lambda c: c.sim.cancel_base,
-    "cancel_per_min": lambda c: c.sim.cancel_per_min,
-    "gps_dropout_rate": lambda c: c.sim.gps_dropout_rate_per_h,
-    "speed": lambda c: c.sim.trip_speed_mps,
-    "radius": lambda c: c.match.radius_m,
-    "k": lambda c: c.match.k,
-    "gps_timeout": lambda c: c.match.gps_timeout_s,
-}
-_NOT_RUN_OPTIONS = {"resume", "quiet", "debug", "help", "out", "overwrite", "tz"}  # tz: the report's only
+# Options of `replay` that are not part of the run (with --resume they may be given freely).
+_NOT_RUN_OPTIONS = {"resume", "quiet", "debug", "help", "out", "overwrite", "tz", "cmd", "func", "parser"}
 
 
-def _given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The dests of the options written out in ``argv`` (argparse's unique-prefix abbreviations too)."""
-    given: set[str] = set()
-    longs = [(o, act) for act in parser._actions for o in act.option_strings]
-    positionals = [act for act in parser._actions if not act.option_strings]
-    n_pos = 0
-    skip = False
-    tokens = argv[argv.index("replay") + 1 :] if "replay" in argv else argv
-    for tok in tokens:
-        if skip:
-            skip = False
-            continue
-        if tok == "--":
-            break
-        if tok.startswith("-") and len(tok) > 1:
-            name = tok.split("=", 1)[0]
-            exact = [act for o, act in longs if o == name]
-            match = exact or [act for o, act in longs if o.startswith(name)]
-            if len({id(a) for a in match}) == 1:
-                act = match[0]
-                given.add(act.dest)
-                skip = (
-                    "=" not in tok
-                    and act.nargs != 0
-                    and not isinstance(act, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-                )
-        elif n_pos < len(positionals):
-            given.add(positionals[n_pos].dest)
-            n_pos += 1
-    return given
+def _run_value(cfg: RunConfig, dest: str):
+    """What option ``dest`` (an argparse dest) is set to in a run's config; KeyError if it is not a run option."""
+    sc = scenario.scenario_of(cfg)
+    name = dest.replace("_", "-")
+    if dest == "trace":
+        return sc["trace"]
+    if name in scenario.BY_NAME:
+        return sc[name]
+    if dest == "speed":  # the alias of both speeds: the run's value if they agree
+        return sc["eta-speed"] if sc["eta-speed"] == sc["drive-speed"] else (sc["eta-speed"], sc["drive-speed"])
+    return {
+        "wait_for_nodes": cfg.shard.wait_for_nodes_s,
+        "areas": cfg.areas.mode,
+        "area_cpus": cfg.areas.num_cpus,
+    }[dest]
 
 
 def _resume_check(a):
-    """The check `resume_replay` runs on the run's config: options given again must match it."""
-    given = _given(a.parser, a.argv) - _NOT_RUN_OPTIONS
+    """The check `resume_replay` runs on the run's config: options given again must say what the run uses
+    (the run continues with its own options); --world, --config and --print-config cannot be given."""
+    given = a.given - _NOT_RUN_OPTIONS
 
     def check(cfg: RunConfig) -> None:
         for dest in sorted(given):
             flag = "TRACE" if dest == "trace" else "--" + dest.replace("_", "-")
-            if dest not in _RESUME_FIELDS:
-                raise UsageError(f"{flag}: cannot be given with --resume (the run continues with its own options)")
-            run_value = _RESUME_FIELDS[dest](cfg)
+            try:
+                run_value = _run_value(cfg, dest)
+            except KeyError:
+                raise UsageError(
+                    f"{flag}: cannot be given with --resume (the run continues with its own options)"
+                ) from None
             value = getattr(a, dest)
             if dest in ("trace", "drivers") and isinstance(value, str):
                 value = os.path.abspath(value)
@@ -329,12 +284,16 @@ def _cmd_replay(a) -> int:
         out = _output_folder(a.resume)
         a.out_dir = out
         summary = resume_replay(out, quiet=a.quiet, check=_resume_check(a))
-    elif a.trace is None or a.out is None:
-        a.parser.error("replay needs TRACE and --out (or --resume OUT)")
     else:
-        a.out = out = _output_folder(a.out)
+        if a.out is not None:
+            a.out = _output_folder(a.out)
+        cfg = _scenario_or_exit(a)
+        if a.print_config:
+            print(scenario.to_toml(cfg), end="")
+            return 0
+        a.out = out = _output_folder(cfg.out)  # --out, or the --config file's
         a.out_dir = out
-        summary = run_replay(config_from_args(a, policy=Policy(a.policy)), overwrite=a.overwrite)
+        summary = run_replay(replace(cfg, out=out), overwrite=a.overwrite)
     build_report(out, tz=a.tz)
     if not a.quiet:
         print(format_summary([summary]))
@@ -342,12 +301,24 @@ def _cmd_replay(a) -> int:
     return 0
 
 
+def _scenario_or_exit(a, **kw) -> RunConfig:
+    try:
+        return config_from_args(a, **kw)
+    except scenario.ScenarioError as e:
+        a.parser.error(str(e))  # exits 2
+
+
 def _cmd_compare(a) -> int:
     from matcher.sim.compare import run_compare
 
     a.out = _output_folder(a.out)
     a.out_dir = a.out
-    run_compare(a, a.policies, config_from_args)
+    policies = a.policies
+    cfg = _scenario_or_exit(a, policy=policies[0][1], window=policies[0][2])  # a bad scenario: exit 2 first
+    if a.print_config:
+        print(scenario.to_toml(cfg), end="")
+        return 0
+    run_compare(a, policies, config_from_args)
     _done(a.out)
     return 0
 
@@ -533,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list: greedy, batch:SECONDS (default %(default)s)",
     )
     _tz_option(c)
-    c.set_defaults(func=_cmd_compare)
+    c.set_defaults(func=_cmd_compare, parser=c)
 
     rep = sub.add_parser("report", help="(re)build DIR/report.html")
     rep.add_argument("dir", help="a run folder (summary.json) or a compare folder (compare.json); no default")
@@ -618,9 +589,11 @@ def _interrupted(a, e) -> int:
 def main(argv: list[str] | None = None) -> int:
     from matcher.sim import interrupt
 
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     args.argv = argv
+    args.given = scenario.given_options(parser, argv)  # options given explicitly (they override --config)
     _setup_logging()
     in_main_thread = threading.current_thread() is threading.main_thread()
     saved = interrupt.install() if in_main_thread else None

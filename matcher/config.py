@@ -34,8 +34,9 @@ class Policy(StrEnum):
 
 @dataclass(frozen=True)
 class EtaConfig:
-    """Straight-line pickup ETA: distance x detour / speed, plus a turnaround penalty."""
+    """The pickup ETA model (matcher.core.cost): distance x detour / speed, plus a turnaround penalty."""
 
+    model: str = "straight_line"  # a name of matcher.core.cost.ETA_MODELS
     city_speed_mps: float = 7.0  # ~25 km/h door-to-door average in a dense city
     detour_factor: float = 1.3  # road distance / great-circle distance
     turnaround_s: float = 60.0  # full U-turn cost for a driver heading straight away
@@ -102,6 +103,16 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
+class AreaConfig:
+    """Independent areas replayed separately (matcher/core/areas.py, matcher/sim/areas.py)."""
+
+    mode: str = "auto"  # auto: split a trace into its independent areas; one: one world, as before areas
+    precision: int = 4  # geohash precision of the coarse cells (~39 x 20 km at the equator)
+    margin_m: float = 1000.0  # added to the candidate radius: GPS lag, driving during an offer, path shape
+    num_cpus: float = 1.0  # CPUs asked per area task on Ray
+
+
+@dataclass(frozen=True)
 class RunConfig:
     trace: str
     out: str
@@ -113,6 +124,8 @@ class RunConfig:
     quiet: bool = False
     label: str | None = None
     checkpoint_every_s: float = 3600.0  # simulated seconds between checkpoints (0: none)
+    areas: AreaConfig = field(default_factory=AreaConfig)
+    world: str = "full"  # the preset the scenario started from (matcher.sim.scenario.PRESETS)
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else 
 # Before any test module imports ray: the session's Ray stays on 127.0.0.1.
 keep_embedded_ray_on_loopback()
 
-# Hypothesis profiles: HYPOTHESIS_PROFILE=ci (set by .ci/run) keeps the end-to-end fuzz tests to a
-# handful of examples; tests with their own max_examples keep it.
-settings.register_profile("ci", max_examples=6, deadline=None, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TRACE = REPO / "data" / "synth-small.parquet"
 SAMPLE_DRIVERS = REPO / "data" / "synth-small-drivers.parquet"

@@ -38,6 +38,11 @@ EXPECTED = {
     "serve_request_post_ms_p99",
     "serve_request_to_offer_ms_p99",
     "serve_audit_violations",
+    "area_speedup_2_tasks",
+    "area_events_per_s",
+    "area_metro_speed",
+    "area_nodes_realtime_100x50k",
+    "area_nodes_10x_100x50k",
 }
 SERVE = {f for f in EXPECTED if f.startswith("serve_")}
 # measured even in --quick mode (the others are skipped there: Ray, the 1M replay)

@@ -162,7 +162,26 @@ def test_options_given_again_must_match_the_run(trace, tmp_path):
         assert code == 2, opt
         line = one_line(err)
         assert "differs from the run's" in line and "--resume" in line, line
-    code, _, err = run("replay", "--resume", str(out), "--quiet", "--window", "2", "--drivers", "30")
+    for opt in (["--fault-rate", "0.5"], ["--reposition", "off"], ["--speed", "9"], ["--areas", "one"]):
+        code, _, err = run("replay", "--resume", str(out), "--quiet", *opt)  # the world's options too
+        assert code == 2 and "differs from the run's" in one_line(err), (opt, err)
+    for opt in (["--world", "minimal"], ["--config", str(tmp_path / "x.toml")]):
+        code, _, err = run("replay", "--resume", str(out), "--quiet", *opt)
+        assert code == 2 and "cannot be given with --resume" in one_line(err), (opt, err)
+    code, _, err = run(
+        "replay",
+        "--resume",
+        str(out),
+        "--quiet",
+        "--window",
+        "2",
+        "--drivers",
+        "30",
+        "--speed",
+        "7",
+        "--reposition",
+        "on",
+    )
     assert code == 0, err  # the run's own values are fine
 
 
@@ -221,7 +240,8 @@ def test_signal_stops_resumably_with_one_line(trace, tmp_path, sig, code, word):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "Fatal Python error" not in stderr and "Stack" not in stderr
-    assert stderr.strip().splitlines() == [f"matcher: {word}; continue with: matcher replay --resume {out}"]
+    lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith("matcher: output folder ")]
+    assert lines == [f"matcher: {word}; continue with: matcher replay --resume {out}"]
     assert (out / CHECKPOINT).exists()  # written at the stop, though --checkpoint-every 0
     assert run("replay", "--resume", str(out), "--quiet")[0] == 0
     ref = tmp_path / "ref"

@@ -5,7 +5,8 @@ expected: ``5.0`` is not a shard count) inside its documented range; ``nan``,
 ``inf``, ``1e400`` and values too large for their type are refused with one
 line naming the option and the range. The defaults stay in
 :mod:`matcher.config`; this table is what ``--help`` and docs/cli.md state as
-the range of each option. Add a row here for every new numeric option.
+the range of each option (the scenario options of :mod:`matcher.sim.scenario` take theirs
+from here too). Add a row here for every new numeric option.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ RANGES: dict[str, Range] = {
     "radius": Range(float, 10.0, 4500.0, "m"),
     "k": Range(int, 1, 1000),
     "gps_timeout": Range(float, 1.0, 3600.0, "s"),
+    # the world's behaviour options (matcher.sim.scenario, docs/models.md)
+    "eta_speed": Range(float, 0.5, 100.0, "m/s"),
+    "detour": Range(float, 1.0, 10.0),
+    "turnaround": Range(float, 0.0, 3600.0, "s"),
+    "response_time": Range(float, 0.0, 3600.0, "s"),
+    "drive_speed": Range(float, 0.5, 100.0, "m/s"),
+    "boarding": Range(float, 0.0, 3600.0, "s"),
+    "reposition_lookback": Range(int, 1, 10_000_000),
+    "gps_dropout_mean": Range(float, 1.0, _DAY, "s"),
+    "fault_rate": Range(float, 0.0, 60.0, "per driver-hour"),
+    "fault_downtime": Range(float, 1.0, 7 * _DAY, "s"),
+    "area_cpus": Range(float, 0.01, 1024.0),
     "drivers": Range(int, 1, 10_000_000),
     "wait_for_nodes": Range(float, 0.0, _DAY, "s"),
     # serve, token and loadgen (serve's --shards, --window, --num-cpus, --patience, --offer-timeout,

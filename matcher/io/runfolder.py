@@ -17,7 +17,7 @@ Guarantees (docs/run-output.md, "The output folder"):
   is emptied only if it is a matcher run folder: it carries the marker
   ``OUT/.matcher-run`` (or, for folders written before the marker existed,
   ``run.json``, ``summary.json``, ``compare.json`` or ``checkpoint.pkl``) and
-  holds nothing but what runs write: ``events/``, ``locations/``, staged parts
+  holds nothing but what runs write: ``events/``, ``locations/``, ``areas/``, staged parts
   (``.NAME.parts/``), files ending in ``.parquet``, ``.json``, ``.jsonl`` (the
   live service's journal), ``.html`` or ``.pkl``, temporary ``.*.tmp`` files,
   and sub-folders that are runs themselves (the policies of a compare). Anything
@@ -48,7 +48,7 @@ __all__ = ["LOCK", "MARKER", "Claim", "claim", "is_run_folder", "lock_holder"]
 LOCK = ".matcher.lock"
 MARKER = ".matcher-run"
 _LEGACY_SIGNS = ("run.json", "summary.json", "compare.json", "checkpoint.pkl")
-_RUN_FOLDERS = ("events", "locations")
+_RUN_FOLDERS = ("events", "locations", "areas")  # areas/: the areas of a split run (sim.areas)
 _RUN_SUFFIXES = (".parquet", ".json", ".jsonl", ".html", ".pkl")  # .jsonl: the live journal
 
 

@@ -26,7 +26,8 @@ from pydantic import ValidationError
 
 from matcher.serve import metrics_text
 from matcher.serve.auth import Authenticator, AuthError
-from matcher.serve.dispatcher import REPORTED, Dispatcher, DispatchError, Unavailable
+from matcher.serve.dispatcher import Dispatcher, DispatchError, Unavailable
+from matcher.serve.ingest import REPORTED
 from matcher.serve.models import LocationBatch, LocationUpdate, MatchQuery, RideRequest, RideStatusUpdate
 
 Auth = Annotated[str | None, Header(alias="Authorization")]

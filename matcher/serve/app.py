@@ -67,10 +67,17 @@ def load_fleet(path: str | None) -> dict | None:
 class MatcherIngress:
     def __init__(self, cfg: ServeConfig, match: MatchConfig):
         from matcher.dist.ray_backend import RayBackend
+        from matcher.dist.runmode import RayTarget
         from matcher.serve.dispatcher import Dispatcher
 
         shard = ShardConfig(shards=cfg.shards, backend="ray", num_cpus=cfg.num_cpus)
-        backend = RayBackend(shard, match, run_name=f"matcher-live-{os.getpid()}-{int(time.time())}")
+        # The replica already runs inside the service's Ray (run_service started or joined it):
+        # the backend uses that Ray and never connects anywhere else.
+        if cfg.address is None:
+            target = RayTarget("embedded", None, loopback=True)
+        else:
+            target = RayTarget("address", cfg.address, loopback=False)
+        backend = RayBackend(shard, match, run_name=f"matcher-live-{os.getpid()}-{int(time.time())}", target=target)
         self.dispatcher = Dispatcher(cfg, backend, match, fleet=load_fleet(cfg.drivers))
         from matcher.serve import registry
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from matcher.config import RIDE_TYPES, VEHICLE_TYPES, MatchConfig, ServeConfig, ShardConfig, SurgeConfig
-from matcher.core import geo, surge
+from matcher.core import surge
 from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.states import DriverStatus as D
@@ -48,6 +48,7 @@ from matcher.dist.backend import ShardBackend
 from matcher.dist.coordinator import Coordinator, make_router
 from matcher.serve import pricing
 from matcher.serve.durability import Store
+from matcher.serve.ingest import PingIngest
 from matcher.serve.livelog import LiveLogs
 from matcher.serve.rides import (
     Conflict,
@@ -64,9 +65,6 @@ from matcher.serve.rides import (
 _log = logging.getLogger("matcher.serve")
 Callback = Callable[[BaseException | None], None]
 
-REPORTED = ("available", "on_trip", "offline")  # what a driver app may report
-_AVAIL_R, _ONTRIP_R, _OFFLINE_R = 0, 1, 2
-
 
 __all__ = ["Conflict", "DispatchError", "Dispatcher", "Forbidden", "Invalid", "NotFound", "Unavailable"]
 
@@ -82,7 +80,7 @@ class TickJob:
     supply_cells: np.ndarray  # ... and of the drivers available at it (before the solve)
 
 
-class Dispatcher(Transitions):
+class Dispatcher(PingIngest, Transitions):
     def __init__(
         self,
         cfg: ServeConfig,
@@ -417,79 +415,6 @@ class Dispatcher(Transitions):
                 }
                 for c in near
             ]
-
-    # ---------------------------------------------------------------- pings
-    def ping_one(self, k: int, lat: float, lng: float, heading: float, speed: float, reported: int) -> None:
-        with self.lock:
-            t = self.now()
-            self.lat[k], self.lng[k], self.heading[k], self.speed[k] = lat, lng, heading, speed
-            self.last_ts[k] = t
-            self.dirty[k] = True
-            self.pings += 1
-            self._reported(k, reported, t)
-            self.logs.location_one(k, self._ts_ms(t), lat, lng, heading, speed, int(self.status[k]))
-
-    def _reported(self, k: int, reported: int, t: float) -> None:
-        off = self.status[k] == int(D.OFFLINE)
-        if reported == _OFFLINE_R:
-            self.self_busy[k] = False
-            if not off:
-                self._do_offline(k, t, log=True)
-        else:
-            self.self_busy[k] = reported == _ONTRIP_R
-            if off:
-                self._do_online(k, t, log=True)
-
-    def ping_batch(self, ids: list[str], lat, lng, heading, speed, reported, vehicle=None, rating=None) -> dict:
-        """PUT /v1/drivers/locations: a columnar batch. Bad rows are refused and counted by reason."""
-        n = len(ids)
-        lat, lng = np.asarray(lat, np.float64), np.asarray(lng, np.float64)
-        heading = np.zeros(n, np.float32) if heading is None else np.asarray(heading, np.float64)
-        speed = np.zeros(n, np.float32) if speed is None else np.asarray(speed, np.float64)
-        rep = np.zeros(n, np.int8) if reported is None else np.asarray(reported, np.int8)
-        refused: dict[str, int] = {}
-
-        def refuse(mask: np.ndarray, reason: str) -> np.ndarray:
-            c = int(mask.sum())
-            if c:
-                refused[reason] = refused.get(reason, 0) + c
-            return ~mask
-
-        ok = refuse(~geo.valid_coords(lat, lng), "bad_coordinate")
-        ok &= refuse(ok & ~(np.isfinite(heading) & (heading >= 0) & (heading <= 360)), "bad_heading")
-        ok &= refuse(ok & ~(np.isfinite(speed) & (speed >= 0) & (speed <= 100)), "bad_speed")
-        ok &= refuse(ok & (rep < 0), "unknown_status")
-        with self.lock:
-            t = self.now()
-            keys = np.full(n, -1, np.int64)
-            get = self.key_of.get
-            for i, d in enumerate(ids):
-                kk = get(d)
-                if kk is None and not self.fixed_fleet and len(self.driver_ids) < self.cfg.max_drivers:
-                    kk = self._register(d)
-                    if vehicle is not None and vehicle[i] in VEHICLE_TYPES:
-                        self.vehicle[kk] = VEHICLE_TYPES.index(vehicle[i])
-                    if rating is not None and rating[i] is not None and 1 <= rating[i] <= 5:
-                        self.rating[kk] = rating[i]
-                keys[i] = -1 if kk is None else kk
-            ok &= refuse(ok & (keys < 0), "unknown_driver")
-            sel = np.flatnonzero(ok)
-            kk = keys[sel]
-            self.lat[kk], self.lng[kk] = lat[sel], lng[sel]
-            self.heading[kk], self.speed[kk] = heading[sel], speed[sel]
-            self.last_ts[kk] = t
-            self.dirty[kk] = True
-            self.pings += len(sel)
-            r = rep[sel]
-            off = self.status[kk] == int(D.OFFLINE)
-            slow = np.flatnonzero((r == _OFFLINE_R) != off)  # going offline or coming online: rare
-            self.self_busy[kk] = r == _ONTRIP_R
-            for j in slow:
-                self._reported(int(kk[j]), int(r[j]), t)
-            self.logs.location_many(kk, self._ts_ms(t), lat[sel], lng[sel], heading[sel], speed[sel], self.status[kk])
-            for reason, c in refused.items():
-                self.refused[reason] = self.refused.get(reason, 0) + c
-        return {"accepted": len(sel), "refused": refused}
 
     # ----------------------------------------------------------------- ticks
     def _shard_status(self, keys: np.ndarray) -> np.ndarray:

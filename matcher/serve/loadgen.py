@@ -110,7 +110,9 @@ class Loadgen:
         self.trip_s = f("trip_duration_s")
         n = len(self.ids)
         # a trace without dropoffs: the dropoff is another request's pickup (as the replay does)
-        other = np.minimum((rand.uniform(cfg.seed, rand.TRIP_DIR, np.arange(n), 0) * n).astype(np.int64), n - 1)
+        other = np.minimum(
+            (rand.uniform(cfg.seed, rand.RandStream.TRIP_DIR, np.arange(n), 0) * n).astype(np.int64), n - 1
+        )
         miss = ~np.isfinite(self.dlat) | ~np.isfinite(self.dlng)
         self.dlat[miss], self.dlng[miss] = self.plat[other[miss]], self.plng[other[miss]]
         self.ride_type = table.column("ride_type").to_pylist()
@@ -125,7 +127,7 @@ class Loadgen:
         self.kt0, self.kt1 = np.zeros(m), np.zeros(m)
         self.heading = np.zeros(m)
         self.on_trip = np.zeros(m, bool)
-        self.single = rand.uniform(cfg.seed, rand.FLEET, np.arange(m), 7) < cfg.single_share
+        self.single = rand.uniform(cfg.seed, rand.RandStream.FLEET, np.arange(m), 7) < cfg.single_share
         secret = load_secret(cfg.secret_file)
         self.service_token = issue(secret, "service", "loadgen")
         self.driver_tokens = [
@@ -318,8 +320,8 @@ class Loadgen:
         self.attempts[rid] += 1
         c = self.attempts[rid]
         key = i if i >= 0 else abs(hash(rid)) % (1 << 31)
-        resp = rand.exponential1(cfg.response_s, cfg.seed, rand.RESPONSE, key, c)
-        accept = rand.uniform1(cfg.seed, rand.ACCEPT, key, c) < cfg.accept_prob
+        resp = rand.exponential1(cfg.response_s, cfg.seed, rand.RandStream.RESPONSE, key, c)
+        accept = rand.uniform1(cfg.seed, rand.RandStream.ACCEPT, key, c) < cfg.accept_prob
         if resp >= cfg.offer_timeout_s:  # would answer too late: the offer times out at the service
             self.ignored.add(offer["offer_id"])
             return

@@ -85,7 +85,7 @@ def run_compare(args, policies: list[tuple[str, Policy, float | None]], config_f
             runs.append({"label": summary["label"], "path": os.fspath(root / label), **summary})
         baseline = next((r["label"] for r in runs if r.get("policy") == Policy.GREEDY), runs[0]["label"])
         tz = getattr(args, "tz", None)
-        compare = {"trace": os.fspath(Path(args.trace).resolve()), "baseline": baseline, "tz": tz, "runs": runs}
+        compare = {"trace": os.path.abspath(cfg.trace), "baseline": baseline, "tz": tz, "runs": runs}
         write_json_atomic(root / "compare.json", compare)
         build_report(root)  # in compare.json's tz
     if not getattr(args, "quiet", False):

@@ -33,7 +33,7 @@ from matcher.io import fingerprint, runfolder, trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
 from matcher.sim import fleet as fleet_mod
-from matcher.sim import interrupt
+from matcher.sim import interrupt, scenario
 from matcher.sim.cells import ReplayCells
 from matcher.sim.world import Fleet, Requests, World
 
@@ -111,6 +111,11 @@ def run_replay(
         _announce(out)
         fp = fingerprint.inputs(cfg.trace, cfg.drivers), fingerprint.options(cfg)
         trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
+        from matcher.sim import areas  # a trace of several independent areas replays them separately
+
+        split = areas.split(cfg, inputs)
+        if split is not None:
+            return areas.run_split(cfg, inputs, split, progress=progress, fingerprints=fp)
         return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory, fingerprints=fp)
 
 
@@ -154,45 +159,59 @@ def resume_replay(
     refuse the run's config too (the CLI checks options given again).
     """
     out = Path(out_dir)
+    from matcher.sim import areas
+
+    if areas.is_split_run(out):
+        with runfolder.claim(out, resume=True):
+            return areas.resume_split(out, progress=progress, quiet=quiet, check=check)
     path = out / CHECKPOINT
     if not path.exists():
         if (out / "summary.json").exists():
             raise MatcherError(f"{out}: the run is already complete (summary.json exists)")
         raise MatcherError(f"{out}: no checkpoint to resume from ({CHECKPOINT} missing)")
     with runfolder.claim(out, resume=True):
-        try:
-            with open(path, "rb") as f:
-                ck = _CheckpointUnpickler(f).load()
-        except Exception as e:
-            raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+        ck = read_checkpoint(path)
         cfg: RunConfig = ck["cfg"]
         if check is not None:
             check(cfg)
-        _check_resumable(out, ck["loop"], cfg)
+        check_resumable(out, ck["loop"].inputs_fp, ck["loop"].options_fp, cfg)
         if quiet is not None:
             cfg = replace(cfg, quiet=quiet)
-        for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
-            for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
-                if int(f.stem.split("-")[1]) >= first:
-                    f.unlink()  # written after the checkpoint: they will be written again
-        remove_leftovers(out)  # a part file that was being written when the run died
+        discard_after_checkpoint(out, ck)
         inputs = _load_inputs(cfg)
         _announce(out)
         return _run(cfg, inputs, resume=ck, progress=progress, backend_factory=backend_factory)
 
 
-def _check_resumable(out: Path, st: LoopState, cfg: RunConfig) -> None:
+def check_resumable(out: Path, inputs_fp: dict | None, options_fp: dict | None, cfg: RunConfig) -> None:
     """Refuse (one line naming what changed) a resume whose inputs or options differ from the run's start."""
-    if st.inputs_fp is None:  # a checkpoint from before fingerprints: nothing to compare with
+    if inputs_fp is None:  # a checkpoint from before fingerprints: nothing to compare with
         _log.warning("%s: this checkpoint predates input fingerprints; the inputs are not checked", out)
         return
     try:
         now = fingerprint.inputs(cfg.trace, cfg.drivers)
     except MatcherError as e:
         raise MatcherError(f"{out}: cannot resume: {e}") from None
-    what = fingerprint.changes(st.inputs_fp, now, st.options_fp, fingerprint.options(cfg))
+    what = fingerprint.changes(inputs_fp, now, options_fp, fingerprint.options(cfg))
     if what:
         raise MatcherError(f"{out}: cannot resume: {what} since the run started; start it again with --overwrite")
+
+
+def read_checkpoint(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _CheckpointUnpickler(f).load()
+    except Exception as e:
+        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+
+
+def discard_after_checkpoint(out: Path, ck: dict) -> None:
+    """Remove what a run folder got after its checkpoint ``ck``: a resume writes it again."""
+    for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
+        for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
+            if int(f.stem.split("-")[1]) >= first:
+                f.unlink()  # written after the checkpoint: they will be written again
+    remove_leftovers(out)  # a part file that was being written when the run died
 
 
 @dataclass
@@ -205,6 +224,7 @@ class Inputs:
     fleet: Fleet
     driver_ids: pa.Array
     quarantine: list[pa.Table]  # rows left out (requests, then drivers)
+    seq_base: int = 0  # seq of the first event (an area of a split run starts at its own base)
 
 
 LONG_TRACE_S = 2 * 86_400.0  # a trace longer than this gets a warning with its span
@@ -255,7 +275,7 @@ def _run(
     interrupt.reclaim()  # Ray's init takes SIGTERM over; the stop must stay resumable
     try:
         if resume is None:
-            log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
+            log = EventLog(out / "events", request_ids, driver_ids, t0_ms, first_seq=inputs.seq_base)
             locations = LocationLog(out / "locations", driver_ids, t0_ms) if cfg.record_locations else None
             world = World(reqs, fleet, sim, cfg.match, log)
             coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
@@ -318,6 +338,7 @@ def _run(
         "failed_ticks": st.failed_ticks,
         "trace": str(cfg.trace),
         "config": _jsonable(asdict(cfg)),
+        **_jsonable(scenario.describe(cfg)),  # world, settings (non-default) and the whole scenario
     }
     metrics.write_json_atomic(out / "run.json", meta)
     del world, coord, log, inputs, reqs  # the summary reads the log back from disk: free the run's state first
