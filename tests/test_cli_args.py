@@ -286,5 +286,7 @@ def test_quiet_hides_ray_banners(tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, stderr
     out = tmp_path / "o"
-    assert stderr == f"matcher: output folder {out}\n", stderr  # no "Token authentication is enabled ..." or any other Ray line
+    assert stderr == f"matcher: output folder {out}\n", (
+        stderr
+    )  # no "Token authentication is enabled ..." or any other Ray line
     assert stdout == f"{tmp_path / 'o'}\n"
