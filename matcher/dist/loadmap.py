@@ -1,0 +1,163 @@
+"""The load-balanced router: regions as weighted runs of a Hilbert curve
+(`matcher.dist.balance`), halos on geohash cells (`matcher.dist.halo`), the
+load measured from the ticks it routes.
+
+Load model: a shard's work per tick grows with the drivers it holds (pings
+applied, the spatial index) and with its pending requests (candidate search,
+the solve). A driver weighs 1 and a pending request weighs
+``request_weight`` (the drivers it is compared with: about ``k_search``);
+requests are counted on every tick they stay pending (a request waiting ten
+ticks costs ten solves) and averaged over the ticks since the last rebalance.
+
+Rebalancing: on the first tick the cuts are placed from scratch; afterwards,
+every ``rebalance_ticks`` ticks, if the busiest shard carries more than
+``rebalance_tolerance`` times the mean load, the cuts slide toward equal load,
+moving at most ``1 / shards`` of it (`CurveRegions.rebalance`). Only the
+drivers whose owner or halo changed are sent again (see the coordinator).
+
+Guarantees: partition (every point has exactly one owner) and halo (the shard
+of any request within ``radius_m`` of a driver has the driver's bit), after
+any sequence of rebalances (property-tested in tests/test_balance.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from matcher.dist.balance import CurveRegions
+from matcher.dist.curve import KEY_PRECISION, NO_KEY, cell_ranges, point_keys
+from matcher.dist.halo import Halo
+
+__all__ = ["LoadRouter"]
+
+_U64 = np.uint64
+U64Array = npt.NDArray[np.uint64]
+I32Array = npt.NDArray[np.int32]
+F64Array = npt.NDArray[np.float64]
+
+
+class LoadRouter:
+    """Regions by measured load on `n_shards` shards; halo cells of geohash precision `halo_precision` (even).
+
+    `radius_m`: the candidate radius the halo covers. `request_weight`,
+    `rebalance_ticks`, `rebalance_tolerance`, `max_move`: see the module.
+    """
+
+    def __init__(
+        self,
+        n_shards: int,
+        *,
+        radius_m: float = 2000.0,
+        halo_precision: int = 6,
+        request_weight: float = 40.0,
+        rebalance_ticks: int = 30,
+        rebalance_tolerance: float = 1.1,
+        max_move: float | None = None,
+    ) -> None:
+        if halo_precision % 2 or not 2 <= halo_precision <= KEY_PRECISION:
+            raise ValueError(f"halo_precision must be even and 2..{KEY_PRECISION}, got {halo_precision}")
+        if not (np.isfinite(radius_m) and radius_m > 0):
+            raise ValueError(f"radius_m must be a positive number, got {radius_m}")
+        self.regions = CurveRegions(n_shards)
+        self.k = n_shards
+        self._hp = halo_precision
+        self._shift = _U64(5 * (KEY_PRECISION - halo_precision))
+        self.request_weight = float(request_weight)
+        self.rebalance_ticks = int(rebalance_ticks)
+        self.tolerance = float(rebalance_tolerance)
+        self.max_move = 1.0 / n_shards if max_move is None else float(max_move)
+        self.halo = Halo(halo_precision, radius_m, self._cell_masks, self._cell_owners)
+        self._halo_version = self.regions.version
+        self._placed = False
+        self._demand: list[U64Array] = []  # keys of the pending pickups of each tick since the last rebalance
+        self._ticks = 0
+        self.moves: list[float] = []  # share of the load each rebalance moved (for the run's record)
+
+    # ---------------------------------------------------------- Router protocol
+
+    @property
+    def version(self) -> int:
+        return self.regions.version
+
+    def _sync(self) -> None:
+        if self._halo_version != self.regions.version:
+            self.halo.invalidate()
+            self._halo_version = self.regions.version
+
+    def _cell_masks(self, cells: U64Array) -> U64Array:
+        lo, hi = cell_ranges(cells, self._hp)
+        return self.regions.range_masks(lo, hi)
+
+    def _cell_owners(self, cells: U64Array) -> I32Array:
+        return np.full(cells.shape, -1, np.int32)  # owners are resolved per point (a cut may cross a cell)
+
+    def route_requests(self, lat: Any, lng: Any) -> I32Array:
+        """Shard of each point: the run of the curve its key falls in; -1 for invalid coordinates."""
+        shape = np.broadcast_shapes(np.shape(lat), np.shape(lng))
+        keys, _ = point_keys(*np.broadcast_arrays(np.asarray(lat, np.float64), np.asarray(lng, np.float64)))
+        own = self.regions.owners(keys)
+        own[keys == NO_KEY] = -1
+        return own.reshape(shape)
+
+    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
+        """(owner int32, member_mask uint64) of drivers; invalid coordinates give (-1, 0).
+
+        member_mask is the OR of the owner masks of the halo cells within
+        reach of the driver's cell (`Halo`), so it has the bit of every shard
+        that owns a point within ``radius_m`` of the driver.
+        """
+        self._sync()
+        la, ln = np.broadcast_arrays(np.asarray(lat, np.float64), np.asarray(lng, np.float64))
+        shape = la.shape
+        la, ln = la.reshape(-1), ln.reshape(-1)
+        keys, cells8 = point_keys(la, ln)
+        valid = keys != NO_KEY
+        own = self.regions.owners(keys)
+        own[~valid] = -1
+        mask = np.zeros(keys.shape, np.uint64)
+        if valid.any():
+            cells = cells8[valid] >> self._shift
+            _, mask[valid] = self.halo.memberships(cells, la[valid], ln[valid])
+        return own.reshape(shape), mask.reshape(shape)
+
+    def observe(self, req_lat: Any, req_lng: Any, drv_lat: Any = None, drv_lng: Any = None) -> None:
+        """One tick's pending pickups, and the online drivers' positions: the load that places the cuts.
+
+        Called before the tick is routed. The first call with any load places
+        the cuts; then every ``rebalance_ticks`` calls a rebalance may slide them.
+        """
+        rk, _ = point_keys(req_lat, req_lng)
+        self._demand.append(rk[rk != NO_KEY])
+        self._ticks += 1
+        if self._placed and self._ticks < self.rebalance_ticks:
+            return
+        if drv_lat is None or self.k == 1:
+            return
+        dk, _ = point_keys(drv_lat, drv_lng)
+        dk = dk[dk != NO_KEY]
+        req = np.concatenate(self._demand)
+        keys = np.concatenate([dk, req])
+        w_req = self.request_weight / max(self._ticks, 1)
+        weights = np.concatenate([np.ones(dk.size), np.full(req.size, w_req)])
+        if keys.size == 0:
+            return
+        if not self._placed:
+            self.regions.place(keys, weights)
+            self._placed = True
+        elif self.regions.imbalance(keys, weights) > self.tolerance:
+            self.moves.append(self.regions.rebalance(keys, weights, self.max_move))
+        self._demand, self._ticks = [], 0
+
+    def shard_loads(self, lat: Any, lng: Any) -> F64Array:
+        """Count of points per shard (diagnostics)."""
+        own = self.route_requests(lat, lng).reshape(-1)
+        return np.bincount(own[own >= 0], minlength=self.k).astype(np.float64)
+
+    def cuts(self) -> list[int]:
+        return [int(c) for c in self.regions.cuts]
+
+    def __repr__(self) -> str:
+        return f"LoadRouter(shards={self.k}, halo_precision={self._hp}, version={self.version}, cuts={self.cuts()})"
