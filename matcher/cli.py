@@ -108,6 +108,13 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         default=ShardConfig.num_cpus,
         help="CPUs per shard actor (default %(default)s)",
     )
+    p.add_argument(
+        "--placement",
+        choices=("load", "hash"),
+        default=ShardConfig.placement,
+        help="regions: load = Hilbert-curve runs cut by measured load, rebalanced; hash = geohash regions on a "
+        "consistent-hash ring (default %(default)s)",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-locations", action="store_true", help="write driver location history to OUT/locations/")
@@ -187,7 +194,7 @@ def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, windo
         gps_timeout_s=a.gps_timeout,
         eta=replace(base.eta, city_speed_mps=a.speed),
     )
-    shard = ShardConfig(shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus)
+    shard = ShardConfig(shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus, placement=a.placement)
     return RunConfig(
         trace=a.trace,
         out=a.out,

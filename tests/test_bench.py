@@ -22,6 +22,12 @@ EXPECTED = {
     "scaling_exponent",
     "ingest_pings_per_s",
     "cost_ratio_sharded_vs_global",
+    "shard_balance_4",
+    "shard_balance_8",
+    "coordinator_solve_share",
+    "modeled_speedup_8",
+    "nyc_day_sharded_vs_1",
+    "wall_2_shards_vs_1",
     "ingest_pings_per_s_ray",
     "replay_speedup_metro",
     "metro_tick_ms_p99",
@@ -30,7 +36,7 @@ EXPECTED = {
     "peak_rss_mb_replay_1m",
 }
 # measured even in --quick mode (the others are skipped there: Ray, the 1M replay)
-MEASURED_IN_QUICK = EXPECTED - {"ingest_pings_per_s_ray", "peak_rss_mb_replay_1m"}
+MEASURED_IN_QUICK = EXPECTED - {"ingest_pings_per_s_ray", "peak_rss_mb_replay_1m", "wall_2_shards_vs_1"}
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:

@@ -15,6 +15,7 @@ from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.shard import Matches, ShardState, TickInput, greedy_order, solve_deferred
 from matcher.core.states import DriverStatus
+from matcher.dist.merge import merge_step
 
 NOW = 10_000.0
 CITY = (40.70, 40.80, -74.10, -73.86)  # lat_min, lat_max, lng_min, lng_max: ~11 km x 20 km
@@ -95,17 +96,21 @@ def objective(matches: Matches, reqs: RequestBatch, cfg: MatchConfig) -> float:
 
 
 def run_sharded(pings, reqs, n_shards, cuts, cfg, policy):
+    """Every shard ticks, then THE merge step (matcher.dist.merge): border components solved on the shards."""
     parts, own, shared = split(pings, reqs, n_shards, cuts)
     outs = []
     for s, (p, r) in enumerate(parts):
         st_ = ShardState(s, cfg)
         outs.append((st_, st_.tick(TickInput(1, NOW, p, np.empty(0, np.int64), r, policy))))
+    shards = [st_ for st_, _ in outs]
+
+    def solve(tasks):
+        return {s: shards[s].solve_border(t) for s, t in tasks.items()}
+
+    merged = merge_step(1, [o for _, o in outs], reqs, policy, solve)
     dreq = np.concatenate([o.deferred_req for _, o in outs])
-    deferred = Matches.concat([o.deferred for _, o in outs])
-    srt = np.argsort(reqs.idx)
-    wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
-    dm = solve_deferred(deferred, dreq, wait, policy, cfg)
-    return outs, dm, own, shared, dreq
+    border = Matches.concat([r.matches for r in solve(merged.plan.tasks).values()])  # idempotent: stored results
+    return outs, border, own, shared, dreq, merged
 
 
 def run_global(pings, reqs, cfg, policy):
@@ -127,9 +132,13 @@ def check_decomposition(seed, n_shards, policy, k):
     cuts = np.sort(rng.uniform(lng0 + 0.02, lng1 - 0.02, n_shards - 1))
     cfg = MatchConfig(radius_m=RADIUS_M, k=k, dense_max_cells=int(rng.choice([0, 40_000])))
 
-    outs, dm, own, shared, dreq = run_sharded(pings, reqs, n_shards, cuts, cfg, policy)
+    outs, dm, own, shared, dreq, merged = run_sharded(pings, reqs, n_shards, cuts, cfg, policy)
     local = Matches.concat([o.matches for _, o in outs])
-    allm = Matches.concat([local, dm])
+    allm = merged.matches
+    assert len(allm) == len(local) + len(dm)
+    # each border component went whole to one shard, and every match names the shard that made it
+    assert merged.deferred == len(dreq) and sum(len(t.req_idx) for t in merged.plan.tasks.values()) == len(dreq)
+    assert merged.matched_by.sum() == len(allm) and len(merged.shard_of) == len(allm)
 
     # (a) no driver matched twice across shards + coordinator; no request twice either
     assert len(np.unique(allm.key)) == len(allm), "a driver is matched twice"
@@ -147,7 +156,7 @@ def check_decomposition(seed, n_shards, policy, k):
         # deferred edges name only deferred requests, and matched/deferred requests are disjoint
         assert set(o.deferred.req.tolist()) <= set(o.deferred_req.tolist())
         assert not set(o.matches.req.tolist()) & set(o.deferred_req.tolist())
-    # the coordinator only matches deferred requests
+    # round 2 only matches deferred requests
     assert set(dm.req.tolist()) <= set(dreq.tolist())
 
     # (b) the same objective as one global solve
@@ -309,9 +318,9 @@ def test_greedy_ties_decompose_exactly():
         np.empty(0, np.int64),
     )
     cfg = MatchConfig()
-    outs, dm, _, shared, dreq = run_sharded(pings, reqs, 2, np.array([cut]), cfg, "greedy")
+    outs, dm, _, shared, dreq, merged = run_sharded(pings, reqs, 2, np.array([cut]), cfg, "greedy")
     assert shared.all() and sorted(dreq.tolist()) == [0, 1]
-    sharded = Matches.concat([o.matches for _, o in outs] + [dm])
+    sharded = merged.matches
     _, gout = run_global(pings, reqs, cfg, "greedy")
     assert as_dict(sharded) == as_dict(gout.matches) == {0: 3}  # key 3 < key 9
     assert objective(sharded, reqs, cfg) == pytest.approx(objective(gout.matches, reqs, cfg))

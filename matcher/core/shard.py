@@ -91,6 +91,8 @@ class TickOutput:
     fallback: bool = False
     drivers: int = 0
     restarted: bool = False  # the shard came back empty; nothing was solved
+    cpu_ms: float = 0.0  # CPU time of this tick on the shard's thread (pings, candidates, local solve)
+    halo_drivers: int = 0  # read-only copies held after the tick
 
 
 class ShardState:
@@ -105,6 +107,7 @@ class ShardState:
         self._fresh = True  # no tick applied since construction
         self._ms_per_edge = 0.0  # learned batch solve speed, for the time budget
         self._learned_big = False
+        self._last_border: BorderResult | None = None
 
     def tick(self, inp: TickInput) -> TickOutput:
         if self._last is not None and self._last.tick == inp.tick and not inp.reset:
@@ -120,7 +123,7 @@ class ShardState:
                 len(inp.requests),
                 restarted=True,
             )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if inp.reset:
             self.table = DriverTable()
         self._fresh = False
@@ -130,6 +133,8 @@ class ShardState:
         out.ping_refusals = refusals
         out.solve_ms = (time.perf_counter() - t0) * 1e3
         out.drivers = int(self.table.col("owned").sum())
+        out.halo_drivers = self.table.n - out.drivers
+        out.cpu_ms = (time.thread_time() - c0) * 1e3
         self._last = out
         return out
 
@@ -182,6 +187,40 @@ class ShardState:
             t.lng[cand.row[d]],
         )
         return TickOutput(inp.tick, self.shard, matches, deferred, reqs.idx[~local_req], n, fallback=fallback)
+
+    def solve_border(self, task: BorderTask) -> BorderResult:
+        """Solve border components the coordinator sent here (round 2 of a tick), exactly.
+
+        A pure function of the task (the edges carry their costs; no table is
+        read or written: the world's next pings carry the offered drivers'
+        new status), idempotent by tick like `tick`.
+        """
+        if self._last_border is not None and self._last_border.tick == task.tick:
+            return self._last_border
+        c0 = time.thread_time()
+        m = solve_deferred(task.edges, task.req_idx, task.wait_s, task.policy, self.cfg)
+        res = BorderResult(task.tick, self.shard, m, (time.thread_time() - c0) * 1e3)
+        self._last_border = res
+        return res
+
+
+@dataclass
+class BorderTask:
+    """Border components of one tick sent to one shard: their candidate edges and requests."""
+
+    tick: int
+    edges: Matches  # candidate edges (request idx, driver key, eta, ...) of whole components
+    req_idx: np.ndarray  # int64: the components' requests
+    wait_s: np.ndarray  # float64: their waits
+    policy: str = "batch"
+
+
+@dataclass
+class BorderResult:
+    tick: int
+    shard: int
+    matches: Matches
+    cpu_ms: float  # CPU time of the solve on the shard's thread
 
 
 def edge_positions(edge_req: I64Array, edge_col: I64Array, req: I64Array, col: I64Array) -> I64Array:

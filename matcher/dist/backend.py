@@ -5,6 +5,7 @@ calling process (no Ray); ``matcher.dist.ray_backend.RayBackend`` puts each in a
 actor. Both run the same shard code on the same inputs, so they give the same
 results.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ import sys
 from typing import Protocol
 
 from matcher.config import MatchConfig, ShardConfig
-from matcher.core.shard import ShardState, TickInput, TickOutput
+from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
 
 
 class ShardBackend(Protocol):
@@ -20,6 +21,10 @@ class ShardBackend(Protocol):
 
     def tick(self, inputs: list[TickInput]) -> list[TickOutput]:
         """Run one tick on every shard (inputs[s] for shard s) and gather the outputs in shard order."""
+        ...
+
+    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+        """Round 2 of a tick, only on ticks with border work: shard s solves tasks[s]; gathered by shard."""
         ...
 
     def close(self) -> None: ...
@@ -32,6 +37,9 @@ class InProcessBackend:
 
     def tick(self, inputs: list[TickInput]) -> list[TickOutput]:
         return [s.tick(i) for s, i in zip(self.shards, inputs)]
+
+    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+        return {s: self.shards[s].solve_border(t) for s, t in tasks.items()}
 
     def close(self) -> None:
         pass

@@ -1,10 +1,12 @@
 """The coordinator: routes one tick's pings and requests to the shards, gathers
-their answers and solves what they deferred. Talks only to a ShardBackend.
+their answers and merges them (border components solved on the shards, see
+:mod:`matcher.dist.merge`). Talks only to a ShardBackend and a Router.
 
 It keeps the latest report of every driver (a columnar table, one row per
 driver). That table is what makes regions movable and shards replaceable: when
-a hot region is split or merged, or a shard comes back empty after a crash,
-the affected drivers' latest reports are simply sent again.
+regions move (a rebalance), only the drivers whose owner or halo changed are
+sent again; when a shard comes back empty after a crash, or a tick failed, the
+affected shards are rebuilt from the latest reports.
 
 Guarantees (with the shard's, see :mod:`matcher.core.shard`):
 - every online driver lives on exactly one owning shard, plus read-only halo
@@ -12,13 +14,15 @@ Guarantees (with the shard's, see :mod:`matcher.core.shard`):
   driver that moves into another shard's region is handed off (dropped by the
   old shards, inserted by the new) in the same tick, never lost or duplicated;
 - a driver is offered by exactly one shard per tick, and the merged result has
-  the objective of one global solve.
+  the objective of one global solve;
+- a tick with no border work makes one call per shard (no second round trip).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,124 +30,31 @@ import numpy.typing as npt
 from matcher.config import MatchConfig, Policy, ShardConfig
 from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
+from matcher.core.shard import Matches, TickInput, TickOutput
 from matcher.core.states import DriverStatus
-from matcher.core.shard import Matches, TickInput, TickOutput, solve_deferred
 from matcher.dist.backend import ShardBackend
+from matcher.dist.merge import merge_step
 from matcher.dist.ring import popcount64
+from matcher.dist.routers import GeoRouter, Router, SingleRouter, make_router
+from matcher.dist.shardstats import ShardStats
+
+__all__ = ["Coordinator", "GeoRouter", "Router", "SingleRouter", "TickStats", "make_router"]
 
 I32Array = npt.NDArray[np.int32]
-U64Array = npt.NDArray[np.uint64]
-
-
-class Router(Protocol):
-    """Where drivers and requests go. ``version`` changes whenever any answer may change."""
-
-    @property
-    def version(self) -> int: ...
-
-    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
-        """(owner shard, membership mask) of drivers at (lat, lng)."""
-        ...
-
-    def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        """Shard of each request (the owner of its pickup point)."""
-        ...
-
-    def observe(self, lat: Any, lng: Any) -> None:
-        """The pending pickups of a tick (the load that may move regions)."""
-        ...
-
-
-class SingleRouter:
-    """Everything on shard 0 (one shard: no borders)."""
-
-    version = 0
-
-    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
-        n = len(lat)
-        return np.zeros(n, np.int32), np.ones(n, np.uint64)
-
-    def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        return np.zeros(len(lat), np.int32)
-
-    def observe(self, lat: Any, lng: Any) -> None:
-        return None
-
-
-class GeoRouter:
-    """Geohash regions on a consistent-hash ring (:class:`matcher.dist.sharding.RegionMap`),
-    with hot regions split when their smoothed load passes ``hot_split_load``."""
-
-    def __init__(self, shard: ShardConfig, match: MatchConfig) -> None:
-        from matcher.dist.sharding import RegionMap
-
-        self.map = RegionMap.from_config(shard, radius_m=match.radius_m)
-        self.split_at = float(shard.hot_split_load)
-        self.load: dict[str, float] = {}
-
-    @property
-    def version(self) -> int:
-        return self.map.version
-
-    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
-        return self.map.memberships(lat, lng, tight=True)
-
-    def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        return self.map.route_requests(lat, lng)
-
-    def observe(self, lat: Any, lng: Any) -> None:
-        """Pending requests of a tick: smoothed per-region load drives splits and merges."""
-        if self.split_at <= 0:
-            return
-        now = self.map.load_by_region(lat, lng)
-        for r in set(self.load) | set(now):
-            self.load[r] = 0.9 * self.load.get(r, 0.0) + 0.1 * now.get(r, 0)
-        self.map.rebalance(self.load, self.split_at, self.split_at / 4)
-
-
-def make_router(shard: ShardConfig, match: MatchConfig) -> Router:
-    return SingleRouter() if shard.shards == 1 else GeoRouter(shard, match)
-
-
-@dataclass
-class Merged:
-    """The shards' outputs of one tick merged into one answer."""
-
-    matches: Matches
-    shard_of: I32Array  # the shard that made each match
-    deferred: int  # border requests (solved together, not on their shard)
-
-
-def merge_outputs(
-    outs: list[TickOutput], reqs: RequestBatch, owner: I32Array, policy: Policy, match: MatchConfig
-) -> Merged:
-    """THE merge step of shard outputs (coordinator, tests and bench all use it).
-
-    The shards' local matches are kept as they are; the border components they
-    deferred are solved together (:func:`matcher.core.shard.solve_deferred`) and
-    offered through the driver's owning shard (`owner`, by driver key).
-    """
-    local = Matches.concat([o.matches for o in outs])
-    local_shard = np.concatenate([np.full(len(o.matches), o.shard, np.int32) for o in outs] or [np.empty(0, np.int32)])
-    dreq = np.concatenate([o.deferred_req for o in outs] or [np.empty(0, np.int64)])
-    if len(dreq):
-        srt = np.argsort(reqs.idx)
-        wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
-        dm = solve_deferred(Matches.concat([o.deferred for o in outs]), dreq, wait, policy, match)
-    else:
-        dm = Matches.empty()
-    shard_of = np.concatenate([local_shard, owner[dm.key]]).astype(np.int32)
-    return Merged(Matches.concat([local, dm]), shard_of, len(dreq))
+F64Array = npt.NDArray[np.float64]
 
 
 @dataclass
 class TickStats:
     pending: int
     matched: int
-    deferred: int
+    deferred: int  # border requests (solved in round 2, on the shards)
     fallbacks: int
     solve_ms_max: float
     refused_pings: int
+    coordinator_ms: float = 0.0  # CPU of the coordinator's merge step (border components, assignment, merge)
+    critical_ms: float = 0.0  # slowest shard's round 1 + coordinator + slowest shard's round 2 (CPU)
+    shard_cpu_ms: float = 0.0  # all shards' CPU, both rounds
 
 
 class Coordinator:
@@ -163,17 +74,25 @@ class Coordinator:
         self.restarts = 0
         self.failures: list[tuple[int, str]] = []
         self.refusals: dict[str, int] = {}
+        self.stats = ShardStats(self.k)
+        self._reset_all = False
 
     def attach(self, backend: ShardBackend) -> None:
         """Drive a new set of (empty) shards, e.g. after a resume: the next tick rebuilds them."""
         self.backend = backend
         self.started = [False] * self.k
-        self._version = -1  # forces a full re-send with reset
+        self._reset_all = True  # the next tick re-sends every known driver with reset
 
     def failed(self, tick: int, error: Exception) -> None:
         """A tick raised: shards may hold half-applied state, so rebuild them all next tick."""
         self.failures.append((tick, f"{type(error).__name__}: {error}"))
-        self._version = -1
+        self._reset_all = True
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        # checkpoints written before per-shard figures and the incremental re-send
+        d.setdefault("stats", ShardStats(d["k"]))
+        d.setdefault("_reset_all", False)
+        self.__dict__.update(d)
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -195,21 +114,49 @@ class Coordinator:
             getattr(self.latest, f.name)[p.key] = getattr(p, f.name)
         self.known[p.key] = True
 
+    def _online_positions(self) -> tuple[F64Array, F64Array]:
+        on = self.known & (self.latest.status != DriverStatus.OFFLINE)
+        return self.latest.lat[on], self.latest.lng[on]
+
+    def route_requests(self, lat: Any, lng: Any) -> I32Array:
+        """The shard each pickup is routed to now (labels the `request` and `expire` events)."""
+        return self.router.route_requests(lat, lng)
+
+    def _to_send(self, pings: Pings) -> tuple[Pings, bool]:
+        """The reports to route this tick, and whether the shards start from empty tables.
+
+        Normally this tick's pings. After a failure or a resume: every known
+        driver, with reset. After the regions moved: this tick's pings plus
+        every known driver whose owner or halo changed (no reset: a rebalance
+        moves about 1/N of the load, so it re-sends about that share).
+        """
+        if self._reset_all:
+            self._reset_all = False
+            self._version = self.router.version
+            return self.latest.take(np.flatnonzero(self.known)), True
+        if self.router.version == self._version:
+            return pings, False
+        self._version = self.router.version
+        allk = np.flatnonzero(self.known)
+        own, mask = self.router.memberships(self.latest.lat[allk], self.latest.lng[allk])
+        changed = allk[(own != self.owner[allk]) | (mask != self.member[allk])]
+        return self.latest.take(np.union1d(changed, pings.key)), False
+
     def tick(
         self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: Policy
     ) -> tuple[Matches, I32Array, TickStats]:
-        """One tick on all shards. Returns (matches, offering shard per match, stats)."""
+        """One tick on all shards. Returns (matches, the shard that made each, stats)."""
         self._remember(pings)
-        force = self.router.version != self._version
-        if force:
-            # regions moved: re-send every known driver so each shard holds exactly its own
-            self._version = self.router.version
-            pings = self.latest.take(np.flatnonzero(self.known))
+        self.router.observe(reqs.lat, reqs.lng, self._online_positions)
+        pings, force = self._to_send(pings)
         keys = pings.key
         owner, mask = self.router.memberships(pings.lat, pings.lng)
         old = self.member[keys]
-        moved = (self.owner[keys] >= 0) & (self.owner[keys] != owner)
+        prev = self.owner[keys]
+        moved = (prev >= 0) & (prev != owner)
         self.handoffs += int(moved.sum())
+        handoffs_out = np.bincount(prev[moved], minlength=self.k)[: self.k]
+        handoffs_in = np.bincount(owner[moved], minlength=self.k)[: self.k]
         self.member[keys] = mask
         self.owner[keys] = owner
         shared = popcount64(mask) > 1
@@ -252,9 +199,13 @@ class Coordinator:
         for o in outs:
             for r, c in o.ping_refusals.items():
                 self.refusals[r] = self.refusals.get(r, 0) + c
-        merged = merge_outputs(outs, reqs, self.owner, policy, self.match)
-        if len(reqs):
-            self.router.observe(reqs.lat, reqs.lng)
+        c0 = time.thread_time()
+        self._inline_border_ms = 0.0
+        merged = merge_step(tick, outs, reqs, policy, self._solve_border)
+        coord_ms = (time.thread_time() - c0) * 1e3 - self._inline_border_ms
+        r1 = np.array([o.cpu_ms for o in outs])
+        r2 = merged.border_cpu_ms
+        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out)
         stats = TickStats(
             pending=len(reqs),
             matched=len(merged.matches),
@@ -262,8 +213,20 @@ class Coordinator:
             fallbacks=sum(o.fallback for o in outs),
             solve_ms_max=max((o.solve_ms for o in outs), default=0.0),
             refused_pings=sum(sum(o.ping_refusals.values()) for o in outs),
+            coordinator_ms=max(coord_ms, 0.0),
+            critical_ms=float(r1.max(initial=0.0) + max(coord_ms, 0.0) + r2.max(initial=0.0)),
+            shard_cpu_ms=float(r1.sum() + r2.sum()),
         )
         return merged.matches, merged.shard_of, stats
+
+    def _solve_border(self, tasks: dict[int, Any]) -> dict[int, Any]:
+        """Round 2 through the backend; an in-process backend runs it on this thread, so its CPU is set apart."""
+        c0 = time.thread_time()
+        out = self.backend.solve_border(tasks)
+        self._inline_border_ms = (time.thread_time() - c0) * 1e3
+        return out
+
+    _inline_border_ms = 0.0
 
 
 def _empty_reports(n: int) -> Pings:

@@ -123,6 +123,10 @@ class LoadRouter:
             _, mask[valid] = self.halo.memberships(cells, la[valid], ln[valid])
         return own.reshape(shape), mask.reshape(shape)
 
+    def due(self) -> bool:
+        """True if the next `observe` may place or move the cuts (it then needs the drivers' positions)."""
+        return not self._placed or self._ticks + 1 >= self.rebalance_ticks
+
     def observe(self, req_lat: Any, req_lng: Any, drv_lat: Any = None, drv_lng: Any = None) -> None:
         """One tick's pending pickups, and the online drivers' positions: the load that places the cuts.
 

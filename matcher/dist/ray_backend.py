@@ -22,7 +22,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from matcher.config import MatchConfig, ShardConfig
 from matcher.errors import MatcherError
-from matcher.core.shard import ShardState, TickInput, TickOutput
+from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
 
 
 @ray.remote
@@ -32,6 +32,9 @@ class ShardActor:
 
     def tick(self, inp: TickInput) -> TickOutput:
         return self.state.tick(inp)
+
+    def solve_border(self, task: BorderTask) -> BorderResult:
+        return self.state.solve_border(task)
 
     def pid(self) -> int:
         return os.getpid()
@@ -86,6 +89,30 @@ class RayBackend:
             outs.append(self._get(s, ref, inputs[s]))
         self.call_ms.append((time.perf_counter() - t0) * 1e3)
         return outs
+
+    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+        """Round 2: one call per shard with border work, in parallel (a task is a pure function: safe to retry)."""
+        t0 = time.perf_counter()
+        refs = {s: self.actors[s].solve_border.remote(t) for s, t in tasks.items()}
+        out = {}
+        for s, ref in refs.items():
+            deadline = time.monotonic() + self.cfg.tick_timeout_s
+            while True:
+                try:
+                    out[s] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                    break
+                except RayActorError:
+                    if time.monotonic() > deadline:
+                        raise MatcherError(f"shard {s} did not come back within {self.cfg.tick_timeout_s:.0f} s") from None
+                    time.sleep(0.2)
+                    ref = self.actors[s].solve_border.remote(tasks[s])
+                except GetTimeoutError:
+                    raise MatcherError(
+                        f"shard {s} did not solve its border work within {self.cfg.tick_timeout_s:.0f} s"
+                    ) from None
+        if self.call_ms:  # round 2 counts toward the tick's Ray time
+            self.call_ms[-1] += (time.perf_counter() - t0) * 1e3
+        return out
 
     def _get(self, s: int, ref, inp: TickInput) -> TickOutput:
         deadline = time.monotonic() + self.cfg.tick_timeout_s

@@ -32,6 +32,7 @@ from matcher.errors import MatcherError
 from matcher.io import trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
+from matcher.io.schemas import SHARDS
 from matcher.sim import fleet as fleet_mod
 from matcher.sim.world import Fleet, Requests, World
 
@@ -47,6 +48,9 @@ TICKS_SCHEMA = pa.schema(
         ("deferred", pa.int32()),
         ("fallbacks", pa.int32()),
         ("solve_ms", pa.float64()),
+        ("coordinator_ms", pa.float64()),
+        ("critical_ms", pa.float64()),
+        ("shard_cpu_ms", pa.float64()),
     ]
 )
 
@@ -76,7 +80,7 @@ def _prepare_out(out: Path) -> None:
     for name in ("events", "locations"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    for name in ("summary.json", "run.json", "ticks.parquet", "quarantine.parquet", CHECKPOINT):
+    for name in ("summary.json", "run.json", "ticks.parquet", "shards.parquet", "quarantine.parquet", CHECKPOINT):
         (out / name).unlink(missing_ok=True)
 
 
@@ -210,6 +214,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
             world, coord, st = resume["world"], resume["coord"], resume["loop"]
             world.log = log
             coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
+        log.locate = coord.route_requests  # `shard` of the request and expire events
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
     finally:
@@ -223,6 +228,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         ts = pa.array(t0_ms + np.round(np.asarray(ticks["ts"]) * 1000.0).astype(np.int64))
         tick_table = tick_table.set_column(1, "ts", ts.cast(TICKS_SCHEMA.field("ts").type))
     trace.write_table(tick_table, out / "ticks.parquet", TICKS_SCHEMA)
+    trace.write_table(pa.table(coord.stats.columns(), schema=SHARDS), out / "shards.parquet", SHARDS)
     meta = {
         "policy": Policy(sim.policy).value,
         "window_s": sim.window_s if sim.policy == Policy.BATCH else None,
@@ -299,6 +305,7 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
         if locations is not None:
             st.last_rec = _record(world, locations, st.last_rec, t, k)
         world.advance(t, k)
+        world.log.label_shards()
         if world.pending:
             w0 = time.perf_counter()
             _, pings = world.pings(t, st.last_sent)
@@ -324,6 +331,9 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
                 ("deferred", ts.deferred),
                 ("fallbacks", ts.fallbacks),
                 ("solve_ms", ts.solve_ms_max),
+                ("coordinator_ms", ts.coordinator_ms),
+                ("critical_ms", ts.critical_ms),
+                ("shard_cpu_ms", ts.shard_cpu_ms),
             ):
                 st.ticks[name].append(v)
         if bar is not None:

@@ -1,0 +1,139 @@
+"""THE merge step of a tick's shard outputs (the coordinator, the tests and the
+bench all use it): border components are solved on the shards, not centrally.
+
+Round 1 (every tick): each shard solves and commits the components of its
+candidate graph that no other shard can see, and returns the others (border
+components, touching a driver more than one shard sees) as unsolved edges.
+
+Round 2 (only on ticks with border work, so a tick without it costs no extra
+round trip): the coordinator joins the shards' border edges into connected
+components (requests by index, drivers by key: a driver two shards see is one
+node), and sends each whole component to one shard, which solves it exactly
+(`ShardState.solve_border`). Assignment is longest-processing-time first:
+components from the largest down, each to the shard with the least work this
+tick so far. Work is counted in deterministic units, never in measured time,
+so that a run is the same on every backend and machine (the golden identity of
+in-process and Ray runs): a shard's round 1 is its table rows (owned and halo
+drivers) plus ``REQUEST_UNITS`` per pending request, a component is
+``EDGE_UNITS`` per candidate edge. Any shard may take any component (the edges
+carry their costs, no driver state is read), so the choice is made for
+balance, not for locality.
+
+Exactness: components are independent problems, so solving each one whole,
+anywhere, gives the objective of one global solve (batch), and the same
+matches as one global pass for greedy (requests are taken in the same order
+within a component). A component is never cut: a dense downtown that makes
+one giant component is solved by one shard (`BorderPlan.largest` reports its
+size so that this stays visible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from matcher.core.assignment import Edges, components
+from matcher.core.candidates import RequestBatch
+from matcher.core.shard import BorderResult, BorderTask, Matches, TickOutput
+
+__all__ = ["BorderPlan", "Merged", "merge_step", "plan_border"]
+
+I32Array = npt.NDArray[np.int32]
+I64Array = npt.NDArray[np.int64]
+F64Array = npt.NDArray[np.float64]
+SolveBorder = Callable[[dict[int, BorderTask]], dict[int, BorderResult]]
+
+#: work units of a pending request in round 1 (it is compared with about k_search drivers)
+REQUEST_UNITS = 40.0
+#: work units of one border edge in round 2
+EDGE_UNITS = 2.0
+
+
+@dataclass
+class BorderPlan:
+    """Round 2 of one tick: what each shard solves."""
+
+    tasks: dict[int, BorderTask]
+    requests: int  # border requests (all shards)
+    edges: int
+    components: int
+    largest: int  # edges of the largest component
+
+
+@dataclass
+class Merged:
+    """The shards' outputs of one tick merged into one answer."""
+
+    matches: Matches
+    shard_of: I32Array  # the shard that made each match
+    deferred: int  # border requests (solved in round 2)
+    matched_by: I64Array  # matches made by each shard (both rounds)
+    border_cpu_ms: F64Array  # round-2 CPU of each shard
+    plan: BorderPlan
+
+
+def _take(m: Matches, sel: npt.NDArray[np.bool_]) -> Matches:
+    return Matches(m.req[sel], m.key[sel], m.eta[sel], m.dist[sel], m.lat[sel], m.lng[sel])
+
+
+def round1_units(outs: list[TickOutput]) -> F64Array:
+    """Each shard's round-1 work this tick, in deterministic units (see the module)."""
+    return np.array([o.drivers + o.halo_drivers + REQUEST_UNITS * o.pending for o in outs], dtype=np.float64)
+
+
+def plan_border(tick: int, outs: list[TickOutput], reqs: RequestBatch, policy: str, load: F64Array) -> BorderPlan:
+    """Join the shards' border edges into components and give each to the least loaded shard (see the module).
+
+    `load`: each shard's work so far this tick, in units (`round1_units`).
+    """
+    dreq = np.concatenate([o.deferred_req for o in outs] or [np.empty(0, np.int64)]).astype(np.int64)
+    if dreq.size == 0:
+        return BorderPlan({}, 0, 0, 0, 0)
+    edges = Matches.concat([o.deferred for o in outs])
+    srt = np.argsort(reqs.idx)
+    wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
+    dsrt = np.argsort(dreq)
+    pos = dsrt[np.searchsorted(dreq, edges.req, sorter=dsrt)]  # each edge's request, as a position in dreq
+    comp_req, _, _ = components(dreq.size, Edges(pos, edges.key, edges.eta))
+    edge_comp = comp_req[pos]
+    n_comp = int(comp_req.max()) + 1
+    size = np.bincount(edge_comp, minlength=n_comp)
+    load = np.asarray(load, dtype=np.float64).copy()
+    shard_of_comp = np.empty(n_comp, np.int64)
+    for c in np.argsort(-size, kind="stable").tolist():  # longest processing time first
+        s = int(np.argmin(load))
+        shard_of_comp[c] = s
+        load[s] += EDGE_UNITS * float(size[c])
+    edge_shard = shard_of_comp[edge_comp]
+    req_shard = shard_of_comp[comp_req]
+    tasks = {}
+    for s in np.unique(req_shard).tolist():
+        r = req_shard == s
+        tasks[s] = BorderTask(tick, _take(edges, edge_shard == s), dreq[r], wait[r], policy)
+    return BorderPlan(tasks, int(dreq.size), len(edges), n_comp, int(size.max()))
+
+
+def merge_step(
+    tick: int,
+    outs: list[TickOutput],
+    reqs: RequestBatch,
+    policy: str,
+    solve: SolveBorder,
+) -> Merged:
+    """Round 2 (if any border work) and the merge: local matches plus border matches, each with its shard."""
+    k = len(outs)
+    plan = plan_border(tick, outs, reqs, policy, round1_units(outs))
+    results = solve(plan.tasks) if plan.tasks else {}
+    parts = [o.matches for o in outs] + [results[s].matches for s in sorted(results)]
+    shards = [o.shard for o in outs] + sorted(results)
+    shard_of = np.concatenate(
+        [np.full(len(m), s, np.int32) for m, s in zip(parts, shards)] or [np.empty(0, np.int32)]
+    ).astype(np.int32)
+    matched_by = np.bincount(shard_of, minlength=k).astype(np.int64)
+    border_cpu = np.zeros(k)
+    for s, res in results.items():
+        border_cpu[s] = res.cpu_ms
+    return Merged(Matches.concat(parts), shard_of, plan.requests, matched_by, border_cpu, plan)
