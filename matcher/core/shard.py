@@ -6,15 +6,16 @@ routed to it and splits the candidate graph into connected components:
 - a component whose drivers all live only on this shard is solved here and
   committed (the drivers become ``OFFERED`` in this table);
 - a component that touches a *shared* driver (a halo copy, or an owned driver
-  another shard can also see) is returned unsolved as *deferred* edges, for the
-  coordinator to solve together with the other shards' deferred edges.
+  another shard can also see) is returned unsolved as *deferred* edges; the
+  coordinator joins all shards' deferred edges into whole components and sends
+  each to one shard (round 2, `solve_border`; see :mod:`matcher.dist.merge`).
 
 Guarantees:
 - a driver is offered by exactly one shard per tick: a shard commits only
   drivers that no other shard can see, and every edge of a shared driver is
   deferred by every shard that sees it;
-- the union of the local solves and the coordinator's solve of the deferred
-  edges has the same objective as one global solve (components are
+- the union of the local solves and the round-2 solves of whole border
+  components has the same objective as one global solve (components are
   independent), so sharding costs no match quality.
 - ticks are idempotent by tick id: a retried tick returns the stored result
   without applying anything twice.
@@ -237,7 +238,7 @@ def greedy_order(reqs: RequestBatch) -> I64Array:
 
 
 def solve_deferred(deferred: Matches, req_idx: I64Array, wait_s: F64Array, policy: Policy, cfg: MatchConfig) -> Matches:
-    """The coordinator's solve of all shards' border components, as one problem.
+    """One solve of border components (whole ones: round 2 on a shard), as one problem.
 
     ``req_idx``/``wait_s`` describe the deferred requests; edges refer to them by idx
     and to drivers by key, so a driver seen by several shards is one column.
