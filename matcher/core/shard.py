@@ -211,8 +211,8 @@ class BorderTask:
 
     tick: int
     edges: Matches  # candidate edges (request idx, driver key, eta, ...) of whole components
-    req_idx: np.ndarray  # int64: the components' requests
-    wait_s: np.ndarray  # float64: their waits
+    req_idx: I64Array  # the components' requests
+    wait_s: F64Array  # their waits
     policy: str = "batch"
 
 
