@@ -77,7 +77,7 @@ def _shard_note(s: dict, out: Path) -> str:
 
 
 def shard_balance(ctx: Context) -> dict:
-    minutes = 5 if ctx.quick else METRO_MINUTES
+    minutes = 2 if ctx.quick else METRO_MINUTES
     trace, drivers = _slice(ctx, minutes)
     runs = {}
     for k in (4, 8):
@@ -148,9 +148,9 @@ def _nyc_trace(ctx: Context) -> Path:
         return NYC_DAY
     import pyarrow.parquet as pq
 
-    p = ctx.path("inputs", "nyc-uber-2014-04-04-first600.parquet")
+    p = ctx.path("inputs", "nyc-uber-2014-04-04-first300.parquet")
     if not p.exists():
-        pq.write_table(pq.read_table(NYC_DAY).slice(0, 600), p)
+        pq.write_table(pq.read_table(NYC_DAY).slice(0, 300), p)
     return p
 
 

@@ -16,6 +16,8 @@ from matcher.config import RunConfig, ShardConfig
 from matcher.io.schemas import SHARDS
 from matcher.sim.replay import run_replay
 
+pytestmark = pytest.mark.slow  # two replays of 10 minutes (about 20 s)
+
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = REPO / "data" / "synth-small.parquet"
 SYNTH_DRIVERS = REPO / "data" / "synth-small-drivers.parquet"
