@@ -213,7 +213,7 @@ class BorderTask:
     edges: Matches  # candidate edges (request idx, driver key, eta, ...) of whole components
     req_idx: I64Array  # the components' requests
     wait_s: F64Array  # their waits
-    policy: str = "batch"
+    policy: Policy = Policy.BATCH
 
 
 @dataclass

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from matcher.config import Policy
 from matcher.core.assignment import Edges, components
 from matcher.core.candidates import RequestBatch
 from matcher.core.shard import BorderResult, BorderTask, Matches, TickOutput
@@ -84,7 +85,9 @@ def round1_units(outs: list[TickOutput]) -> F64Array:
     return np.array([o.drivers + o.halo_drivers + REQUEST_UNITS * o.pending for o in outs], dtype=np.float64)
 
 
-def plan_border(tick: int, outs: list[TickOutput], reqs: RequestBatch, policy: str, load: F64Array) -> BorderPlan:
+def plan_border(
+    tick: int, outs: list[TickOutput], reqs: RequestBatch, policy: Policy, load: F64Array
+) -> BorderPlan:
     """Join the shards' border edges into components and give each to the least loaded shard (see the module).
 
     `load`: each shard's work so far this tick, in units (`round1_units`).
@@ -120,7 +123,7 @@ def merge_step(
     tick: int,
     outs: list[TickOutput],
     reqs: RequestBatch,
-    policy: str,
+    policy: Policy,
     solve: SolveBorder,
 ) -> Merged:
     """Round 2 (if any border work) and the merge: local matches plus border matches, each with its shard."""
