@@ -47,7 +47,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # about a minute alone; several times that on a 2-core machine shared by other work
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
