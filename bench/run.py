@@ -44,6 +44,8 @@ def _registry():
         ("replay_speedup_metro", ("replay_speedup_metro", "metro_tick_ms_p99", "littles_law_ratio"), "replay"),
         ("wait_ratio_batch_vs_greedy", ("wait_ratio_batch_vs_greedy",), "replay"),
         ("peak_rss_mb_replay_1m", ("peak_rss_mb_replay_1m",), "replay"),
+        ("ray_overhead_small_city", ("ray_overhead_small_city",), "ray_overhead"),
+        ("ray_overhead_metro", ("ray_overhead_metro",), "ray_overhead"),
     ]
 
 
@@ -69,6 +71,8 @@ SPECS = {
     "littles_law_ratio": ("ratio", None, None),
     "wait_ratio_batch_vs_greedy": ("ratio", 0.8, "lower"),
     "peak_rss_mb_replay_1m": ("MB", 2048, "lower"),
+    "ray_overhead_small_city": ("ratio", 1.5, "lower"),
+    "ray_overhead_metro": ("ratio", None, None),
 }
 
 

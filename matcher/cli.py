@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failure (one line, no traceback unless --debug), 2 bad argum
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from dataclasses import replace
@@ -101,7 +102,20 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         default=None,
         help="shard backend (default: inprocess for 1 shard, ray for more)",
     )
-    p.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded local Ray)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster HOST:PORT, auto or ray://HOST:PORT (default: RAY_ADDRESS if set, as in a Ray job; "
+        "else a private embedded Ray)",
+    )
+    p.add_argument(
+        "--wait-for-nodes",
+        type=float,
+        default=ShardConfig.wait_for_nodes_s,
+        metavar="S",
+        help="an autoscaling cluster: wait up to S seconds for nodes to fit the shards "
+        "(default 0: shards that do not fit the cluster fail at once)",
+    )
     p.add_argument(
         "--num-cpus",
         type=_positive(float),
@@ -194,7 +208,14 @@ def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, windo
         gps_timeout_s=a.gps_timeout,
         eta=replace(base.eta, city_speed_mps=a.speed),
     )
-    shard = ShardConfig(shards=a.shards, backend=backend, address=a.address, num_cpus=a.num_cpus, placement=a.placement)
+    shard = ShardConfig(
+        shards=a.shards,
+        backend=backend,
+        address=a.address,
+        num_cpus=a.num_cpus,
+        wait_for_nodes_s=a.wait_for_nodes,
+        placement=a.placement,
+    )
     return RunConfig(
         trace=a.trace,
         out=a.out,
@@ -208,15 +229,31 @@ def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, windo
     )
 
 
+def _output_folder(out: str) -> str:
+    """Where a run writes, as an absolute path. Inside a Ray job a relative
+    path is refused: the job runs in a temporary copy of the working directory, deleted with it."""
+    from matcher.dist.runmode import in_ray_job
+
+    if in_ray_job(os.environ) and not os.path.isabs(out):
+        print(
+            f"matcher: error: --out {out} is relative, and this is a Ray job: it runs in a temporary copy of the "
+            f"working directory that is deleted with it; give an absolute path on the cluster (e.g. /home/ray/runs/x)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return os.path.abspath(out)  # the replay prints it once the inputs are read
+
+
 def _cmd_replay(a) -> int:
     from matcher.analysis.summary_text import format_summary
     from matcher.sim.replay import resume_replay, run_replay
 
     if a.resume:
-        summary = resume_replay(a.resume, quiet=a.quiet)
+        summary = resume_replay(_output_folder(a.resume), quiet=a.quiet)
     elif a.trace is None or a.out is None:
         a.parser.error("replay needs TRACE and --out (or --resume OUT)")
     else:
+        a.out = _output_folder(a.out)
         summary = run_replay(config_from_args(a, policy=Policy(a.policy)))
     if not a.quiet:
         print(format_summary([summary]))
@@ -227,6 +264,7 @@ def _cmd_compare(a) -> int:
     from matcher.sim.compare import parse_policies, run_compare
 
     policies = parse_policies(a.policies)
+    a.out = _output_folder(a.out)
     run_compare(a, policies, config_from_args)
     return 0
 

@@ -88,11 +88,12 @@ class SimConfig:
 class ShardConfig:
     shards: int = 1
     backend: str = "inprocess"  # inprocess | ray
-    address: str | None = None  # Ray address; None starts an embedded local Ray
+    address: str | None = None  # Ray address; None: RAY_ADDRESS, else an embedded local Ray (dist/runmode.py)
     num_cpus: float = 0.5  # per shard actor
     max_restarts: int = 3
     tick_timeout_s: float = 30.0
-    startup_timeout_s: float = 600.0  # shard actors must be placed within this (autoscaling may add nodes)
+    placement_timeout_s: float = 60.0  # shards that fit the cluster but stay pending fail after this
+    wait_for_nodes_s: float = 0.0  # > 0: an autoscaling cluster; no fit check, wait this long for nodes
     region_precision: int = 4  # regions are geohash prefixes of this length ...
     halo_precision: int = 5  # ... halo cells of this one (must be >= radius in both directions)
     vnodes: int = 160  # virtual nodes per shard on the consistent-hash ring

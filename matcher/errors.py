@@ -10,3 +10,7 @@ class MatcherError(Exception):
 
 class TraceError(MatcherError):
     """A trace or driver file that cannot be used at all (names the file and the problem)."""
+
+
+class RunStopped(MatcherError):
+    """The run cannot go on (e.g. its last shard is lost); the replay stops it with a checkpoint."""

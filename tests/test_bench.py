@@ -34,9 +34,17 @@ EXPECTED = {
     "littles_law_ratio",
     "wait_ratio_batch_vs_greedy",
     "peak_rss_mb_replay_1m",
+    "ray_overhead_small_city",
+    "ray_overhead_metro",
 }
 # measured even in --quick mode (the others are skipped there: Ray, the 1M replay)
-MEASURED_IN_QUICK = EXPECTED - {"ingest_pings_per_s_ray", "peak_rss_mb_replay_1m", "wall_2_shards_vs_1"}
+MEASURED_IN_QUICK = EXPECTED - {
+    "ingest_pings_per_s_ray",
+    "peak_rss_mb_replay_1m",
+    "ray_overhead_small_city",
+    "ray_overhead_metro",
+    "wall_2_shards_vs_1",
+}
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:

@@ -44,8 +44,8 @@ class _Watching(backend_mod.InProcessBackend):
 
     ticks = 0
 
-    def tick(self, inputs):
-        outs = super().tick(inputs)
+    def tick(self, inputs, answer):
+        outs = super().tick(inputs, answer)
         owned = np.concatenate([s.table.col("key")[s.table.col("owned")] for s in self.shards])
         assert len(owned) == len(np.unique(owned)), "a driver is owned by two shards"
         for s in self.shards:  # halo copies are never owned twice and never duplicated within a shard
@@ -55,15 +55,18 @@ class _Watching(backend_mod.InProcessBackend):
         return outs
 
 
+def _watching(shard, match, run_name):
+    return _Watching(shard.shards, match)
+
+
 @pytest.fixture
-def watched(monkeypatch):
-    monkeypatch.setattr(backend_mod, "InProcessBackend", _Watching)
+def watched():
     _Watching.ticks = 0
     return _Watching
 
 
 def test_sharded_run_hands_off_and_never_duplicates(trace, tmp_path, watched):
-    s4 = run_replay(_cfg(trace, tmp_path / "k4", shards=4))
+    s4 = run_replay(_cfg(trace, tmp_path / "k4", shards=4), backend_factory=_watching)
     assert watched.ticks > 100
     assert check_run(tmp_path / "k4") == []
     meta = json.loads((tmp_path / "k4" / "run.json").read_text())
@@ -74,23 +77,27 @@ def test_sharded_run_hands_off_and_never_duplicates(trace, tmp_path, watched):
 
 
 def test_hot_regions_split_and_the_run_stays_correct(trace, tmp_path, watched):
-    s = run_replay(_cfg(trace, tmp_path / "hot", shards=3, hot_split_load=2))
+    s = run_replay(_cfg(trace, tmp_path / "hot", shards=3, hot_split_load=2), backend_factory=_watching)
     assert check_run(tmp_path / "hot") == []
     assert s["border_share"] > 0
 
 
-def test_a_failing_tick_is_counted_and_the_run_goes_on(trace, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = backend_mod.InProcessBackend.tick
+class _Failing(backend_mod.InProcessBackend):
+    """In-process shards whose 50th, 51st and 200th tick calls raise."""
 
-    def flaky(self, inputs):
-        calls["n"] += 1
-        if calls["n"] in (50, 51, 200):
+    calls = 0
+
+    def tick(self, inputs, answer):
+        self.calls += 1
+        if self.calls in (50, 51, 200):
             raise RuntimeError("injected shard failure")
-        return real(self, inputs)
+        return super().tick(inputs, answer)
 
-    monkeypatch.setattr(backend_mod.InProcessBackend, "tick", flaky)
-    s = run_replay(_cfg(trace, tmp_path / "flaky", shards=2))
+
+def test_a_failing_tick_is_counted_and_the_run_goes_on(trace, tmp_path):
+    s = run_replay(
+        _cfg(trace, tmp_path / "flaky", shards=2), backend_factory=lambda sh, m, name: _Failing(sh.shards, m)
+    )
     assert check_run(tmp_path / "flaky") == []
     meta = json.loads((tmp_path / "flaky" / "run.json").read_text())
     assert meta["failed_ticks"] == 3

@@ -9,10 +9,12 @@ of the same run without the fault.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,9 @@ from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.shard import ShardState, TickInput
 from matcher.core.states import DriverStatus
-from matcher.dist.backend import InProcessBackend
-from matcher.sim import replay as replay_mod
-from matcher.sim.replay import run_replay
+from matcher.dist.backend import InProcessBackend, ShardLostError, make_backend
+from matcher.errors import RunStopped
+from matcher.sim.replay import resume_replay, run_replay
 
 REPO = Path(__file__).resolve().parents[1]
 TRACE = REPO / "data" / "synth-small.parquet"
@@ -112,7 +114,7 @@ def ray_baseline(ray_session, small_trace, tmp_path_factory) -> Path:
 
 @pytest.mark.ray
 @pytest.mark.parametrize("when", ["before_fanout", "during_tick"])
-def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tmp_path, monkeypatch, when):
+def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tmp_path, when):
     """SIGKILL one shard actor's worker process after some ticks; Ray restarts it, the
     coordinator rebuilds it from the latest driver reports and re-runs the tick.
 
@@ -121,37 +123,39 @@ def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tm
     either dies with the process and is retried, or completed and the next one finds
     the shard restarted: the same outcome either way).
     """
-    from matcher.dist import ray_backend
-
     kill_at = {120: 1, 300: 0}  # backend tick call -> shard to kill (the run makes ~550 calls)
     calls = {"n": 0}
     killed: list[tuple[int, int]] = []  # (shard, pid)
     replaced: list[tuple[int, int, int]] = []  # (shard, old pid, new pid)
-    orig_tick = ray_backend.RayBackend.tick
 
-    def tick(self, inputs):
-        calls["n"] += 1
-        s = kill_at.get(calls["n"])
-        if s is None:
-            return orig_tick(self, inputs)
-        pid = self.pids()[s]
-        killed.append((s, pid))
-        if when == "before_fanout":
-            os.kill(pid, signal.SIGKILL)
-            outs = orig_tick(self, inputs)
-        else:
-            th = threading.Thread(target=os.kill, args=(pid, signal.SIGKILL))
-            th.start()
-            outs = orig_tick(self, inputs)
-            th.join()
-        # Ray has restarted the shard: it answers from a new process
-        replaced.append((s, pid, self.pids()[s]))
-        return outs
+    def killing(shard, match, run_name):
+        b = make_backend(shard, match, run_name)
+        orig_tick = b.tick
 
-    monkeypatch.setattr(ray_backend.RayBackend, "tick", tick)
+        def tick(inputs, answer):
+            calls["n"] += 1
+            s = kill_at.get(calls["n"])
+            if s is None:
+                return orig_tick(inputs, answer)
+            pid = b.pids()[s]
+            killed.append((s, pid))
+            if when == "before_fanout":
+                os.kill(pid, signal.SIGKILL)
+                outs = orig_tick(inputs, answer)
+            else:
+                th = threading.Thread(target=os.kill, args=(pid, signal.SIGKILL))
+                th.start()
+                outs = orig_tick(inputs, answer)
+                th.join()
+            # Ray has restarted the shard: it answers from a new process
+            replaced.append((s, pid, b.pids()[s]))
+            return outs
+
+        b.tick = tick  # this backend only
+        return b
 
     out = tmp_path / "run"
-    run_replay(_cfg(small_trace, out, "ray"))
+    run_replay(_cfg(small_trace, out, "ray"), backend_factory=killing)
 
     assert [s for s, _ in killed] == [1, 0], "the kills did not happen (the run made fewer backend calls?)"
     assert len(replaced) == len(killed)
@@ -195,22 +199,26 @@ class FlakyBackend(InProcessBackend):
         self.shards[s] = ShardState(s, self.match)
         self.crashed.append(s)
 
-    def tick(self, inputs):
+    def tick(self, inputs, answer):
         self.calls += 1
-        if self._armed and any(i.reset for i in inputs):  # the coordinator's rebuild-and-retry
+        if self._armed and any(i is not None and i.reset for i in inputs):  # the coordinator's rebuild-and-retry
             self._armed = False
             for s, inp in enumerate(inputs):
-                if not inp.reset:
+                if inp is None or not inp.reset:
                     self._crash(s)
         s = self.crash_at.get(self.calls)
         if s is not None:
             self._crash(s)
             self._armed = self.on_retry
-        outs = super().tick(inputs)
+        outs = super().tick(inputs, answer)
         if not self.twice:
             return outs
-        again = super().tick(inputs)
+        n_late = len(self._late)
+        again = super().tick(inputs, answer)
+        del self._late[n_late:]  # the second delivery's unanswered outputs: already listed once
         for inp, a, b in zip(inputs, outs, again):
+            if a is None:  # not answered (or nothing sent)
+                continue
             if a.restarted:  # an empty shard keeps saying so until it is rebuilt
                 assert b.restarted
             elif inp.reset:  # a rebuild from full state is recomputed, to the same answer
@@ -239,7 +247,7 @@ def inprocess_baseline(small_trace, tmp_path_factory) -> Path:
     ids=["crashes", "second-crash-during-the-retry", "crash-and-every-tick-twice"],
 )
 def test_simulated_restarts_and_retries_keep_the_run(
-    small_trace, inprocess_baseline, tmp_path, monkeypatch, crash_at, twice, on_retry, restarts
+    small_trace, inprocess_baseline, tmp_path, crash_at, twice, on_retry, restarts
 ):
     made: list[FlakyBackend] = []
 
@@ -247,9 +255,8 @@ def test_simulated_restarts_and_retries_keep_the_run(
         made.append(FlakyBackend(shard.shards, match, crash_at, twice, on_retry))
         return made[-1]
 
-    monkeypatch.setattr(replay_mod, "make_backend", make)
     out = tmp_path / "run"
-    run_replay(_cfg(small_trace, out, "inprocess"))
+    run_replay(_cfg(small_trace, out, "inprocess"), backend_factory=make)
     assert len(made[0].crashed) == restarts
     assert _run_json(out)["shard_restarts"] == restarts
     _assert_same_run(out, inprocess_baseline)
@@ -338,3 +345,70 @@ def test_restarted_shard_says_so_and_rebuilds_to_the_same_answer():
         np.testing.assert_array_equal(getattr(rebuilt.matches, name), getattr(want.matches, name), err_msg=name)
     # and a retry of that tick now answers from the stored result
     assert fresh.tick(inp) is rebuilt
+
+
+# --------------------------------------------------------------------------- restarts used up
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_shard_that_dies_more_often_than_max_restarts_has_its_regions_moved(ray_session, small_trace, tmp_path):
+    """max_restarts=1: the first SIGKILL is a restart, the second kills shard 1 for good. The
+    run goes on, its regions on shard 0, with no tick given up and no per-tick wait, and
+    run.json says which shard was lost and when."""
+    kill_at = {60: 1, 200: 1}
+    calls = {"n": 0}
+
+    def killing(shard, match, run_name):
+        b = make_backend(shard, match, run_name)
+        orig_tick = b.tick
+
+        def tick(inputs, answer):
+            calls["n"] += 1
+            s = kill_at.get(calls["n"])
+            if s is not None:
+                os.kill(b.pids()[s], signal.SIGKILL)
+            return orig_tick(inputs, answer)
+
+        b.tick = tick
+        return b
+
+    cfg = _cfg(small_trace, tmp_path / "run", "ray")
+    cfg = dataclasses.replace(cfg, shard=dataclasses.replace(cfg.shard, max_restarts=1, tick_timeout_s=20))
+    t0 = time.monotonic()
+    run_replay(cfg, backend_factory=killing)
+    wall = time.monotonic() - t0
+    out = tmp_path / "run"
+    meta = _run_json(out)
+    assert [x["shard"] for x in meta["lost_shards"]] == [1], meta["lost_shards"]
+    lost_at = meta["lost_shards"][0]["tick"]
+    assert meta["failed_ticks"] == 0
+    assert check_run(out) == []
+    ev = _events(out)
+    after = ev.filter((ev["kind"] == "match") & (ev["tick"] > lost_at))
+    assert after.height > 0 and set(after["shard"].to_list()) == {0}  # the living shard took over
+    assert wall < 120, f"{wall:.0f} s: a lost shard must not cost a wait per tick"
+
+
+class _LosesItsOnlyShard(InProcessBackend):
+    """One in-process shard that is lost for good at its 100th tick call (no Ray)."""
+
+    calls = 0
+
+    def tick(self, inputs, answer):
+        self.calls += 1
+        if self.calls == 100:
+            raise ShardLostError(0, "simulated: restarts used up")
+        return super().tick(inputs, answer)
+
+
+def test_losing_the_last_shard_stops_the_run_with_a_checkpoint_that_resumes(small_trace, tmp_path):
+    base = tmp_path / "base"
+    run_replay(_cfg(small_trace, base, "inprocess", shards=1))
+    out = tmp_path / "run"
+    cfg = _cfg(small_trace, out, "inprocess", shards=1)
+    with pytest.raises(RunStopped, match=r"shard 0.*is lost.*stopped at tick \d+ with a checkpoint: matcher replay"):
+        run_replay(cfg, backend_factory=lambda sh, m, name: _LosesItsOnlyShard(sh.shards, m))
+    assert (out / "checkpoint.pkl").exists() and not (out / "summary.json").exists()
+    resume_replay(str(out))  # new shards
+    _assert_same_run(out, base)

@@ -41,7 +41,8 @@ from polars.testing import assert_frame_equal
 from matcher.analysis import metrics
 from matcher.analysis.audit import check_run
 from matcher.config import RunConfig, ShardConfig
-from matcher.sim import replay as replay_mod
+from matcher.dist.backend import make_backend
+from matcher.sim.replay import run_replay
 
 pytestmark = pytest.mark.ray
 
@@ -56,27 +57,36 @@ class Run:
     tick_ms: list[float] = field(default_factory=list)  # backend.tick wall time per tick, as the coordinator sees it
     call_ms: list[float] = field(default_factory=list)  # RayBackend.call_ms (Ray runs only)
     wall_s: float = 0.0
+    calls: int = -1  # actor calls the Ray backend made (Ray runs only)
+    answered: list[int] = field(default_factory=list)  # per tick: shards waited for
 
 
 class _Timed:
     """A ShardBackend that times every tick of the backend it wraps."""
 
-    def __init__(self, inner, sink: list[float]):
-        self.inner, self.sink = inner, sink
+    def __init__(self, inner, sink: list[float], answered: list[int]):
+        self.inner, self.sink, self.answered = inner, sink, answered
         self.n_shards = inner.n_shards
 
-    def tick(self, inputs):
+    def tick(self, inputs, answer):
         t0 = time.perf_counter()
         try:
-            return self.inner.tick(inputs)
+            return self.inner.tick(inputs, answer)
         finally:
             self.sink.append((time.perf_counter() - t0) * 1e3)
+            self.answered.append(sum(answer))
+
+    def late(self):
+        return self.inner.late()
+
+    def drain(self):
+        return self.inner.drain()
 
     def close(self) -> None:
         self.inner.close()
 
     def __getattr__(self, name):
-        if name in ("inner", "sink"):
+        if name in ("inner", "sink", "answered"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
@@ -93,20 +103,18 @@ def _cfg(small, out: Path, **shard) -> RunConfig:
 
 def _replay(small, out: Path, **shard) -> Run:
     run = Run(out)
-    real = replay_mod.make_backend
     backends = []
 
-    def make_backend(*a, **k):
-        b = real(*a, **k)
+    def timed(*a):
+        b = make_backend(*a)
         backends.append(b)
-        return _Timed(b, run.tick_ms)
+        return _Timed(b, run.tick_ms, run.answered)
 
     t0 = time.perf_counter()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(replay_mod, "make_backend", make_backend)
-        replay_mod.run_replay(_cfg(small, out, **shard))
+    run_replay(_cfg(small, out, **shard), backend_factory=timed)
     run.wall_s = time.perf_counter() - t0
     run.call_ms = list(getattr(backends[0], "call_ms", []))
+    run.calls = getattr(backends[0], "calls", -1)
     return run
 
 
@@ -137,11 +145,12 @@ def _ms(xs: list[float]) -> str:
 
 def _report(capsys, title: str, ray_run: Run, golden: Run) -> None:
     # the first tick is left out on both sides: on Ray it also waits for the actors to start
-    ray_ms, local_ms = ray_run.call_ms[1:], golden.tick_ms[1:]
+    ray_ms, local_ms = ray_run.call_ms[1:], [t for t, a in zip(golden.tick_ms[1:], golden.answered[1:]) if a]
     over = statistics.median(ray_ms) - statistics.median(local_ms)
     with capsys.disabled():
         print(
-            f"\n[ray overhead] {title}: {len(ray_ms)} ticks x {SHARDS} shards (first tick left out); "
+            f"\n[ray overhead] {title}: {len(ray_ms)} answered ticks of {len(golden.tick_ms)}, {SHARDS} shards "
+            f"(first tick left out); "
             f"in-process tick {_ms(local_ms)}; RayBackend.call_ms {_ms(ray_ms)}; "
             f"overhead ~{over:.2f} ms/tick (median); replay wall {golden.wall_s:.1f} s in process, "
             f"{ray_run.wall_s:.1f} s on Ray"
@@ -167,7 +176,11 @@ def test_inprocess_run_is_a_valid_golden(golden, small_trace):
 def test_local_ray_gives_the_inprocess_log(ray_session, golden, small_trace, tmp_path, capsys):
     run = _replay(small_trace, tmp_path / "run", backend="ray", num_cpus=0.25)
     _assert_same_run(run.out, golden.out)
-    assert len(run.call_ms) == len(golden.tick_ms)  # one fan-out/gather per tick, no retries
+    ticks, waited = len(golden.tick_ms), sum(run.answered)
+    assert run.answered == golden.answered  # the same shards waited for, tick by tick
+    assert len(run.call_ms) == sum(1 for a in run.answered if a)  # one gather per tick that needs one, no retries
+    # ticks that need no answer cost no call: far fewer actor calls than one per shard and tick
+    assert waited <= run.calls < ticks * SHARDS / 2, (run.calls, waited, ticks)
     _report(capsys, "local Ray", run, golden)
 
 
@@ -176,7 +189,8 @@ _CLUSTER_SCRIPT = r"""
 import json, sys
 import ray
 from ray.cluster_utils import Cluster
-from matcher.sim import replay as replay_mod
+from matcher.dist.backend import make_backend
+from matcher.sim.replay import run_replay
 from matcher.config import RunConfig, ShardConfig
 
 trace, drivers, out, shards, agent_port = sys.argv[1:6]
@@ -187,20 +201,18 @@ try:
         cluster.add_node(**node)
     cluster.wait_for_nodes()
     seen = {}
-    real = replay_mod.make_backend
 
-    def make_backend(*a, **k):
-        b = real(*a, **k)  # connects with ShardConfig.address: the `matcher replay --address` path
+    def factory(*a):
+        b = make_backend(*a)  # connects with ShardConfig.address: the `matcher replay --address` path
         seen["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
         seen["actor_nodes"] = ray.get([x.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
                                        for x in b.actors], timeout=60)
         seen["backend"] = b
         return b
 
-    replay_mod.make_backend = make_backend
     cfg = RunConfig(trace=trace, out=out, drivers=drivers, quiet=True,
                     shard=ShardConfig(shards=int(shards), backend="ray", address=cluster.address, num_cpus=1))
-    replay_mod.run_replay(cfg)
+    run_replay(cfg, backend_factory=factory)
     print("RESULT " + json.dumps({"address": cluster.address, "nodes": seen["nodes"],
                                   "actor_nodes": seen["actor_nodes"], "call_ms": seen["backend"].call_ms}))
 finally:

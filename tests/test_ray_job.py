@@ -1,10 +1,14 @@
-"""The real `ray job submit` path, and the cluster-launcher configs.
+"""The real `ray job submit` path on a head that behaves like a real cluster, an embedded run
+next to that head, and the cluster-launcher configs.
 
-A head is started with `ray start --head --block` (dashboard on, so the job server runs) on
-free ports, in its own RAY_TMPDIR and its own process group, and the replay is submitted
-with `ray job submit --working-dir <repo> -- python -m jobs.replay ...` exactly as a user
-would, with RAY_AUTH_MODE=token (Ray 2.60 starts `ray start --head` with token auth on; the
-CLI reads the token from ~/.ray/auth_token).
+A head is started with `ray start --head --block --node-ip-address=127.0.0.2` (dashboard on,
+so the job server runs) on free ports for everything, in its own RAY_TMPDIR and its own
+process group, with Ray's multi-node support on, as on any real cluster: 127.0.0.2 is
+loopback, but Ray keeps it as given, so the head's address is not 127.0.0.1 (the case that
+used to fail). The replay is submitted with `ray job submit --working-dir <repo> -- python -m
+jobs.replay ...` exactly as a user would, with no --address (the job finds its cluster through
+RAY_ADDRESS, which Ray sets), with RAY_AUTH_MODE=token (Ray 2.60 starts `ray start --head`
+with token auth on; the CLI reads the token from ~/.ray/auth_token).
 
 Teardown stops only this head: SIGTERM to the `ray start --block` process, which shuts down
 every process it started, then SIGKILL to its process group if anything is left. Not
@@ -17,8 +21,8 @@ Environment of the head:
   its `python` is looked up on the PATH the head was started with (not the head's own
   interpreter). Started from a shell without the venv activated, `python` is the system one
   and the job fails with ModuleNotFoundError (measured).
-- RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps GCS and raylet on 127.0.0.1: in Ray 2.60
-  `--node-ip-address=127.0.0.1` alone is rewritten to the machine's routable IP.
+- no RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (conftest sets it for this process's embedded Ray;
+  it is removed for the head and the job): a real cluster does not have it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from procs import run_matcher
 
 from matcher.analysis.audit import check_run
 
@@ -65,14 +70,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+HEAD_IP = "127.0.0.2"
+_NOT_FOR_A_REAL_CLUSTER = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+
+
 @dataclass
 class Head:
     dashboard: str  # http://127.0.0.1:PORT (the job server)
+    gcs: str  # 127.0.0.2:PORT (the cluster address)
     tmp: Path  # RAY_TMPDIR of the head
     log: Path
 
     def client_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+        drop = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", *_NOT_FOR_A_REAL_CLUSTER)
+        env = {k: v for k, v in os.environ.items() if k not in drop}
         env.update(RAY_AUTH_MODE="token", RAY_ADDRESS=self.dashboard, RAY_USAGE_STATS_ENABLED="0")
         return env
 
@@ -120,12 +131,16 @@ def ray_head():
             "object-manager-port",
         )
     }
+    low = _free_port()  # a worker port range of our own (other Rays run on this machine)
+    low = min(low, 65535 - 200)
     cmd = [
         RAY_CLI,
         "start",
         "--head",
         "--block",
-        "--node-ip-address=127.0.0.1",
+        f"--node-ip-address={HEAD_IP}",
+        f"--min-worker-port={low}",
+        f"--max-worker-port={low + 150}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
         "--num-cpus=2",
@@ -133,15 +148,15 @@ def ray_head():
         "--disable-usage-stats",
         *[f"{k}={v}" for k, v in ports.items()],
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    env.update(RAY_TMPDIR=str(tmp), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", PATH=f"{BIN}{os.pathsep}{env['PATH']}")
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_A_REAL_CLUSTER}
+    env.update(RAY_TMPDIR=str(tmp), PATH=f"{BIN}{os.pathsep}{env['PATH']}")
     log = tmp / "head.log"
     with open(log, "w") as f:
         proc = subprocess.Popen(
             cmd, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
     try:
-        head = Head(dashboard=f"http://127.0.0.1:{dash}", tmp=tmp, log=log)
+        head = Head(dashboard=f"http://127.0.0.1:{dash}", gcs=f"{HEAD_IP}:{ports['--port']}", tmp=tmp, log=log)
         _wait_for_dashboard(head.dashboard, proc, log)
         yield head
     finally:
@@ -162,11 +177,9 @@ def _uploaded_bytes(head: Head) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.ray
-def test_ray_job_submit_runs_the_replay(ray_head, small_trace, tmp_path):
-    out = tmp_path / "job-run"
-    sid = f"matcher-test-{os.getpid()}-{int(time.time())}"
-    submit = ray_head.cli(
+def _submit(head: Head, small_trace, out: str, sid: str) -> tuple[subprocess.CompletedProcess, str, str]:
+    """`ray job submit` of jobs.replay with no --address; returns (submit, status text, logs text)."""
+    submit = head.cli(
         "job",
         "submit",
         "--submission-id",
@@ -183,7 +196,7 @@ def test_ray_job_submit_runs_the_replay(ray_head, small_trace, tmp_path):
         "jobs.replay",
         str(small_trace.trace),
         "--out",
-        str(out),
+        out,
         "--drivers",
         str(small_trace.drivers),
         "--shards",
@@ -195,10 +208,20 @@ def test_ray_job_submit_runs_the_replay(ray_head, small_trace, tmp_path):
         "--quiet",
         timeout=180,
     )
-    logs = f"--- ray job submit (exit {submit.returncode}) ---\n{submit.stdout[-4000:]}\n{submit.stderr[-4000:]}"
-    status = ray_head.cli("job", "status", sid, "--log-style", "record")
-    assert f"Job '{sid}' succeeded" in status.stdout + status.stderr, f"{logs}\n--- status ---\n{status.stderr}"
+    status = head.cli("job", "status", sid, "--log-style", "record")
+    logs = head.cli("job", "logs", sid)
+    text = f"--- ray job submit (exit {submit.returncode}) ---\n{submit.stdout[-4000:]}\n{submit.stderr[-4000:]}"
+    return submit, status.stdout + status.stderr, text + "\n--- job logs ---\n" + logs.stdout[-4000:]
+
+
+@pytest.mark.ray
+def test_ray_job_submit_runs_the_replay(ray_head, small_trace, tmp_path):
+    out = tmp_path / "job-run"
+    sid = f"matcher-test-{os.getpid()}-{int(time.time())}"
+    submit, status, logs = _submit(ray_head, small_trace, str(out), sid)
+    assert f"Job '{sid}' succeeded" in status, f"{logs}\n--- status ---\n{status}"
     assert submit.returncode == 0, logs
+    assert f"matcher: output folder {out}" in logs  # the job log says where the output went
 
     assert (out / "summary.json").exists()
     problems = check_run(out)
@@ -207,11 +230,46 @@ def test_ray_job_submit_runs_the_replay(ray_head, small_trace, tmp_path):
     assert run["backend"] == "ray" and run["shards"] == 2
     assert json.loads((out / "summary.json").read_text())  # a real summary, not an empty file
     assert _uploaded_bytes(ray_head) < 5_000_000, "the working dir upload is not small: check UPLOAD_EXCLUDES"
+    # the shards ran on the job's cluster (the head at 127.0.0.2), not on an embedded Ray
+    actors = _actor_names(ray_head)
+    assert any(n.startswith("matcher-job-run-") and "-shard-" in n for n in actors), actors
 
     # the session's embedded Ray, if this process runs one, is untouched by the second head
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         assert ray.get(ray.remote(lambda: 1).options(num_cpus=0.1).remote(), timeout=60) == 1
+
+
+@pytest.mark.ray
+def test_a_relative_out_in_a_job_is_refused_with_one_line(ray_head, small_trace):
+    sid = f"matcher-test-rel-{os.getpid()}-{int(time.time())}"
+    submit, status, logs = _submit(ray_head, small_trace, "runs/relative", sid)
+    assert submit.returncode != 0 and "failed" in status, logs
+    assert "matcher: error: --out runs/relative is relative, and this is a Ray job" in logs, logs
+    assert "Traceback" not in logs
+
+
+def _actor_names(head: Head) -> list[str]:
+    """Every actor the head has seen (alive or dead), by name, through Ray's state API."""
+    got = head.cli("list", "actors", "--format", "json", "--limit", "10000", "--address", head.dashboard)
+    assert got.returncode == 0, got.stderr[-2000:]
+    return [a.get("name") or "" for a in json.loads(got.stdout)]
+
+
+@pytest.mark.ray
+def test_an_embedded_run_never_joins_the_head_on_the_machine(ray_head, small_trace, tmp_path):
+    """`matcher replay --shards 2` with a head up, findable the way a plain ray.init() finds one
+    (its RAY_TMPDIR's ray_current_cluster): the shards run on a private Ray, none on the head."""
+    out = tmp_path / "embedded-run"
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_A_REAL_CLUSTER}
+    env.update(RAY_TMPDIR=str(ray_head.tmp), RAY_USAGE_STATS_ENABLED="0")
+    assert (ray_head.tmp / "ray" / "ray_current_cluster").exists()  # the head is findable
+    args = [str(small_trace.trace), "--out", str(out), "--drivers", str(small_trace.drivers), "--shards", "2"]
+    run = run_matcher(["replay", *args, "--num-cpus", "0.25", "--quiet"], env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert check_run(out) == []
+    names = _actor_names(ray_head)
+    assert not [n for n in names if n.startswith("matcher-embedded-run-")], names
 
 
 # --- cluster launcher configs ----------------------------------------------------------------

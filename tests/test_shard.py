@@ -107,7 +107,7 @@ def run_sharded(pings, reqs, n_shards, cuts, cfg, policy):
     def solve(tasks):
         return {s: shards[s].solve_border(t) for s, t in tasks.items()}
 
-    merged = merge_step(1, [o for _, o in outs], reqs, policy, solve)
+    merged = merge_step(1, [o for _, o in outs], reqs, policy, solve, len(outs))
     dreq = np.concatenate([o.deferred_req for _, o in outs])
     border = Matches.concat([r.matches for r in solve(merged.plan.tasks).values()])  # idempotent: stored results
     return outs, border, own, shared, dreq, merged

@@ -15,7 +15,14 @@ Guarantees (with the shard's, see :mod:`matcher.core.shard`):
   old shards, inserted by the new) in the same tick, never lost or duplicated;
 - a driver is offered by exactly one shard per tick, and the merged result has
   the objective of one global solve;
-- a tick with no border work makes one call per shard (no second round trip).
+- a tick with no border work makes no second round trip; round 2 never goes to a
+  lost shard;
+- a shard is waited for only when its answer can hold a match (:mod:`matcher.dist.answer`);
+  the others' inputs go without waiting (:mod:`matcher.dist.backend`), and the event log is
+  the one of waiting for every shard;
+- a shard lost for good (its restarts used up) has its regions moved to the living
+  shards, which are rebuilt from the latest reports, and the tick is run again;
+  ``lost`` (run.json ``lost_shards``) says when and why.
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ import numpy as np
 import numpy.typing as npt
 
 from matcher.config import MatchConfig, Policy, ShardConfig
-from matcher.core.candidates import RequestBatch
+from matcher.core.candidates import RequestBatch, compat_matrix
 from matcher.core.driver_table import Pings
 from matcher.core.shard import Matches, TickInput, TickOutput
 from matcher.core.states import DriverStatus
-from matcher.dist.backend import ShardBackend
-from matcher.dist.merge import merge_step
+from matcher.dist.answer import doubtful_reports, needs_answer
+from matcher.dist.backend import ShardBackend, ShardLostError
+from matcher.dist.merge import REQUEST_UNITS, merge_step
 from matcher.dist.ring import popcount64
 from matcher.dist.routers import GeoRouter, Router, SingleRouter, make_router
 from matcher.dist.shardstats import ShardStats
@@ -42,6 +50,7 @@ __all__ = ["Coordinator", "GeoRouter", "Router", "SingleRouter", "TickStats", "m
 
 I32Array = npt.NDArray[np.int32]
 F64Array = npt.NDArray[np.float64]
+I64Array = npt.NDArray[np.int64]
 
 
 @dataclass
@@ -76,6 +85,11 @@ class Coordinator:
         self.refusals: dict[str, int] = {}
         self.stats = ShardStats(self.k)
         self._reset_all = False
+        self.compat = compat_matrix(match.compat)  # [ride type, vehicle]: may serve
+        self.doubtful = np.zeros(n_drivers, bool)  # a report of it may have been refused by a shard
+        self.lost: list[dict[str, Any]] = []  # shards lost for good: {"shard", "tick", "reason"}
+        self.answered = 0  # shard answers waited for
+        self.unanswered = 0  # shard inputs sent without waiting
 
     def attach(self, backend: ShardBackend) -> None:
         """Drive a new set of (empty) shards, e.g. after a resume: the next tick rebuilds them."""
@@ -88,16 +102,34 @@ class Coordinator:
         self.failures.append((tick, f"{type(error).__name__}: {error}"))
         self._reset_all = True
 
-    def __setstate__(self, d: dict[str, Any]) -> None:
-        # checkpoints written before per-shard figures and the incremental re-send
-        d.setdefault("stats", ShardStats(d["k"]))
-        d.setdefault("_reset_all", False)
-        self.__dict__.update(d)
-
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["backend"] = None  # shards are rebuilt, never pickled
         return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        # checkpoints written before these fields existed: every driver is doubtful (answer always)
+        d.setdefault("compat", compat_matrix(d["match"].compat))
+        d.setdefault("doubtful", np.ones(len(d["known"]), bool))
+        d.setdefault("lost", [])
+        d.setdefault("answered", 0)
+        d.setdefault("unanswered", 0)
+        # ... and before per-shard figures and the incremental re-send
+        d.setdefault("stats", ShardStats(d["k"]))
+        d.setdefault("_reset_all", False)
+        self.__dict__.update(d)
+
+    def _count(self, outs: list[TickOutput]) -> None:
+        for o in outs:
+            for r, c in o.ping_refusals.items():
+                self.refusals[r] = self.refusals.get(r, 0) + c
+
+    def finish(self) -> None:
+        """Wait for the inputs sent without waiting (end of run, checkpoint): their refusals count."""
+        if self.backend is not None:
+            done = self.backend.drain()
+            self._count(done)
+            self.stats.late(done)
 
     def _rebuild_input(self, s: int, inp: TickInput) -> TickInput:
         bit = np.uint64(1) << np.uint64(s)
@@ -110,6 +142,7 @@ class Coordinator:
         )
 
     def _remember(self, p: Pings) -> None:
+        self.doubtful[p.key[doubtful_reports(p, self.latest.ts)]] = True
         for f in fields(Pings):
             getattr(self.latest, f.name)[p.key] = getattr(p, f.name)
         self.known[p.key] = True
@@ -182,30 +215,47 @@ class Coordinator:
                     expect_state=self.started[s],
                 )
             )
-        outs: list[TickOutput] = self.backend.tick(inputs)
-        lost = [o.shard for o in outs if o.restarted]
-        while lost:
-            # a shard came back empty after a crash: rebuild it from the latest reports and
-            # run the same tick again (the others answer from their stored result); again if
-            # another shard died meanwhile (a rebuilt shard never answers `restarted`, so this
-            # loops only on real process deaths, which Ray bounds with max_restarts)
-            self.restarts += len(lost)
-            for s in lost:
-                inputs[s] = self._rebuild_input(s, inputs[s])
-            outs = self.backend.tick(inputs)
+        answer = needs_answer(
+            inputs, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
+        )
+        try:
+            outs = [o for o in self.backend.tick(inputs, answer) if o is not None]
             lost = [o.shard for o in outs if o.restarted]
+            while lost:
+                # a shard came back empty after a crash: rebuild it from the latest reports and
+                # run the same tick again (the others answer from their stored result); again if
+                # another shard died meanwhile (a rebuilt shard never answers `restarted`, so this
+                # loops only on real process deaths, which Ray bounds with max_restarts)
+                self.restarts += len(lost)
+                for s in lost:
+                    inputs[s] = self._rebuild_input(s, inputs[s])
+                again = [inputs[s] if answer[s] else None for s in range(self.k)]
+                outs = [o for o in self.backend.tick(again, answer) if o is not None]
+                lost = [o.shard for o in outs if o.restarted]
+        except ShardLostError as e:
+            self._lose(tick, e)
+            return self.tick(tick, now, pings, reqs, policy)
+        self.answered += len(outs)
+        self.unanswered += self.k - sum(answer)
         for s in range(self.k):
             self.started[s] = True
-        for o in outs:
-            for r, c in o.ping_refusals.items():
-                self.refusals[r] = self.refusals.get(r, 0) + c
+        self._count(outs)
+        late = self.backend.late()
+        self._count(late)
         c0 = time.thread_time()
         self._inline_border_ms = 0.0
-        merged = merge_step(tick, outs, reqs, policy, self._solve_border)
+        try:
+            merged = merge_step(
+                tick, outs, reqs, policy, self._solve_border, self.k, lambda: self._round1_units(inputs)
+            )
+        except ShardLostError as e:  # lost in round 2: same as in round 1
+            self._lose(tick, e)
+            return self.tick(tick, now, pings, reqs, policy)
         coord_ms = (time.thread_time() - c0) * 1e3 - self._inline_border_ms
         r1 = np.array([o.cpu_ms for o in outs])
         r2 = merged.border_cpu_ms
-        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out)
+        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out, lambda: self._state_rows(inputs))
+        self.stats.late(late)  # after add: an in-process late output can be of this very tick
         stats = TickStats(
             pending=len(reqs),
             matched=len(merged.matches),
@@ -218,6 +268,39 @@ class Coordinator:
             shard_cpu_ms=float(r1.sum() + r2.sum()),
         )
         return merged.matches, merged.shard_of, stats
+
+    def _lose(self, tick: int, e: ShardLostError) -> None:
+        """A shard lost for good: its regions move to the living shards, which are rebuilt with reset
+        (they may have applied this tick already, and a tick id alone would replay the stored answer)."""
+        self.router.remove_shard(e.shard)  # RunStopped if it was the last one
+        self.lost.append({"shard": e.shard, "tick": tick, "reason": e.detail})
+        self._reset_all = True
+
+    def _dead(self) -> set[int]:
+        return {int(x["shard"]) for x in self.lost}
+
+    def _state_rows(self, inputs: list[TickInput]) -> tuple[I64Array, I64Array, I64Array]:
+        """(owned, halo, pending) of every shard from the coordinator's own state (after routing).
+
+        What the per-shard figures and the round-2 balance use for a shard that was
+        not waited for (or is lost): the same numbers on every backend.
+        """
+        on = self.known & (self.owner >= 0)
+        own = np.bincount(self.owner[on], minlength=self.k)[: self.k].astype(np.int64)
+        mem = self.member[on]
+        held = np.array([int(((mem >> np.uint64(s)) & np.uint64(1)).sum()) for s in range(self.k)], np.int64)
+        pending = np.array([len(i.requests) for i in inputs], np.int64)
+        return own, np.maximum(held - own, 0), pending
+
+    def _round1_units(self, inputs: list[TickInput]) -> F64Array:
+        """Each shard's round-1 work this tick in deterministic units, from coordinator state
+        (so it is the same whichever shards were waited for); lost shards are never chosen."""
+        own, halo, pending = self._state_rows(inputs)
+        units = own + halo + REQUEST_UNITS * pending
+        units = units.astype(np.float64)
+        for s in self._dead():
+            units[s] = np.inf
+        return units
 
     def _solve_border(self, tasks: dict[int, Any]) -> dict[int, Any]:
         """Round 2 through the backend; an in-process backend runs it on this thread, so its CPU is set apart."""

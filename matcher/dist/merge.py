@@ -14,7 +14,10 @@ components from the largest down, each to the shard with the least work this
 tick so far. Work is counted in deterministic units, never in measured time,
 so that a run is the same on every backend and machine (the golden identity of
 in-process and Ray runs): a shard's round 1 is its table rows (owned and halo
-drivers) plus ``REQUEST_UNITS`` per pending request, a component is
+drivers, as the coordinator routed them) plus ``REQUEST_UNITS`` per pending
+request, counted from the coordinator's state so that it does not depend on
+which shards were waited for (a shard not waited for has no border work and
+no output yet; a lost shard has infinite load and is never chosen), a component is
 ``EDGE_UNITS`` per candidate edge. Any shard may take any component (the edges
 carry their costs, no driver state is read), so the choice is made for
 balance, not for locality.
@@ -80,9 +83,13 @@ def _take(m: Matches, sel: npt.NDArray[np.bool_]) -> Matches:
     return Matches(m.req[sel], m.key[sel], m.eta[sel], m.dist[sel], m.lat[sel], m.lng[sel])
 
 
-def round1_units(outs: list[TickOutput]) -> F64Array:
-    """Each shard's round-1 work this tick, in deterministic units (see the module)."""
-    return np.array([o.drivers + o.halo_drivers + REQUEST_UNITS * o.pending for o in outs], dtype=np.float64)
+def round1_units(outs: list[TickOutput], k: int) -> F64Array:
+    """Round-1 work of each of the `k` shards from their outputs, indexed by shard id (see the module);
+    a shard without an output this tick counts 0."""
+    units = np.zeros(k, dtype=np.float64)
+    for o in outs:
+        units[o.shard] = o.drivers + o.halo_drivers + REQUEST_UNITS * o.pending
+    return units
 
 
 def plan_border(
@@ -125,10 +132,18 @@ def merge_step(
     reqs: RequestBatch,
     policy: Policy,
     solve: SolveBorder,
+    k: int,
+    load: Callable[[], F64Array] | None = None,
 ) -> Merged:
-    """Round 2 (if any border work) and the merge: local matches plus border matches, each with its shard."""
-    k = len(outs)
-    plan = plan_border(tick, outs, reqs, policy, round1_units(outs))
+    """Round 2 (if any border work) and the merge: local matches plus border matches, each with its shard.
+
+    `outs`: the outputs of the shards waited for (any subset of the `k` shards, by shard id).
+    `load`: each shard's round-1 work in units, asked for only on ticks with border work
+    (default: `round1_units` of `outs`). No border work: `solve` is not called (no round trip).
+    """
+    has_border = any(len(o.deferred_req) for o in outs)
+    units = (load() if load is not None else round1_units(outs, k)) if has_border else np.zeros(k)
+    plan = plan_border(tick, outs, reqs, policy, units)
     results = solve(plan.tasks) if plan.tasks else {}
     parts = [o.matches for o in outs] + [results[s].matches for s in sorted(results)]
     shards = [o.shard for o in outs] + sorted(results)

@@ -1,111 +1,217 @@
 """Every Ray call of the project lives here.
 
 Each shard is a named Ray actor wrapping a :class:`~matcher.core.shard.ShardState`.
-A tick is one ``tick.remote`` call per shard, gathered with a timeout; inputs
-and outputs are dataclasses of numpy arrays (pickled out-of-band by Ray, no
+Inputs and outputs are dataclasses of numpy arrays (pickled out-of-band by Ray, no
 per-ping or per-request objects).
 
-Faults: actors are created with ``max_restarts``. If a shard's process dies
-mid-tick, Ray restarts it (its constructor runs again, so its state is gone);
-this backend waits for it to come back (bounded) and calls the tick again.
-The fresh shard answers ``restarted`` and the coordinator rebuilds it from the
-latest driver reports, so the run goes on with the same results.
+The tick (protocol in :mod:`matcher.dist.backend`): a shard whose input needs no answer
+is not called at all; its inputs wait in a queue in this process and go out, several in
+one call, either with its next answered input or, once ``QUEUE_MAX`` of them (or
+``QUEUE_MAX_PINGS`` pings) are held, in a call nobody waits for. Ray runs one caller's
+calls to one actor in order, so an answered call always finds every earlier input of its
+shard applied. Only the answered calls are gathered; so on a tick where requests sit on
+one shard of four, one actor call is made and waited for, not four.
+
+Every wait is bounded and ends in one line (:class:`~matcher.errors.MatcherError`):
+
+- connecting: see :mod:`matcher.dist.runmode` (an address that does not answer fails
+  within seconds, never a retry loop);
+- placing the shards: shards x ``num_cpus`` is checked against the cluster's CPUs at once,
+  with the arithmetic; shards that fit but stay pending (other work holds the CPUs) fail
+  after ``placement_timeout_s``; an autoscaling cluster gets ``wait_for_nodes_s``;
+- a tick: ``tick_timeout_s``, then the tick is given up (the replay counts it);
+- a shard process that dies: Ray restarts the actor (``max_restarts``), this backend sends
+  the input again, and the fresh shard answers ``restarted`` (the coordinator rebuilds it).
+  A shard whose restarts are used up is dead for good: ``ShardLostError`` (once), and the
+  coordinator moves its regions to the living shards. No later tick waits for it.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from matcher.config import MatchConfig, ShardConfig
-from matcher.errors import MatcherError
 from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
+from matcher.dist.backend import ShardLostError
+from matcher.dist.runmode import RayTarget
+from matcher.errors import MatcherError
+
+QUEUE_MAX = 32  # unanswered inputs held per shard before they are sent without waiting
+QUEUE_MAX_PINGS = 200_000  # ... or once they hold this many pings
+HARVEST_AT = 8  # unanswered calls in flight before late() looks for finished ones
 
 
-@ray.remote
-class ShardActor:
+class _Shard:
+    """One shard in an actor (``ShardActor``)."""
+
     def __init__(self, shard: int, cfg: MatchConfig):
         self.state = ShardState(shard, cfg)
 
     def tick(self, inp: TickInput) -> TickOutput:
+        """One input (the batch-free call, e.g. for the ingest benchmark)."""
         return self.state.tick(inp)
 
+    def run(self, batch: list[TickInput]) -> list[TickOutput]:
+        """Apply the inputs in order; one output per input."""
+        return [self.state.tick(inp) for inp in batch]
+
     def solve_border(self, task: BorderTask) -> BorderResult:
+        """Round 2: border components of one tick (a pure function of the task)."""
         return self.state.solve_border(task)
 
     def pid(self) -> int:
         return os.getpid()
 
 
-def ensure_ray(address: str | None) -> bool:
-    """Connect to ``address`` or start an embedded local Ray. Returns True if we started it.
+ShardActor: Any = ray.remote(_Shard)  # an ActorClass: mypy cannot see ray.remote's result type
 
-    An embedded Ray stays on 127.0.0.1 when :func:`matcher.dist.backend.keep_embedded_ray_on_loopback`
-    ran before ray was imported (``make_backend`` does that)."""
+
+def connect(target: RayTarget) -> bool:
+    """Connect to ``target`` (or use the Ray this process already runs). True if we started it."""
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    kw: dict[str, Any] = dict(log_to_driver=False, configure_logging=False)
     try:
-        if address:
-            ray.init(address=address, **kw)
+        if target.address is None:
+            # private: address="local" never attaches to another Ray on the machine (nor to RAY_ADDRESS)
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", **kw)
         else:
-            ray.init(_node_ip_address="127.0.0.1", **kw)
+            ray.init(address=target.address, **kw)
     except Exception as e:  # noqa: BLE001 - one line for the user
-        raise MatcherError(f"cannot start or reach Ray ({address or 'local'}): {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MatcherError(f"cannot start or reach the {target.describe()}: {first}") from e
     return True
 
 
+def check_fit(shards: int, num_cpus: float, nodes: list[dict[str, Any]], target: RayTarget) -> None:
+    """Shards that can never be placed on these nodes fail now, with the arithmetic and the fix."""
+    cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes if n.get("Alive")]
+    total, biggest = sum(cpus), max(cpus, default=0.0)
+    # each actor lives on one node: count how many fit node by node (floor per node)
+    fit = sum(int(c // num_cpus + 1e-9) for c in cpus) if num_cpus > 0 else shards
+    if fit >= shards:
+        return
+    need = shards * num_cpus
+    if num_cpus > biggest:
+        fix = f"--num-cpus {biggest:g} or less"
+    else:
+        fix = f"--shards {fit} or fewer, or --num-cpus {total / shards:.3g}"
+    raise MatcherError(
+        f"{shards} shards x {num_cpus:g} CPU (--num-cpus) = {need:g} CPU can never be placed on the "
+        f"{target.describe()}: {total:g} CPU on {len(cpus)} node(s), at most {biggest:g} per node, room for "
+        f"{fit} shard(s); use {fix} (or --wait-for-nodes S on an autoscaling cluster)"
+    )
+
+
 class RayBackend:
-    def __init__(self, shard: ShardConfig, match: MatchConfig, run_name: str):
+    def __init__(self, shard: ShardConfig, match: MatchConfig, run_name: str, target: RayTarget):
         self.cfg = shard
         self.n_shards = shard.shards
-        self._started = ensure_ray(shard.address)
-        opts = dict(num_cpus=shard.num_cpus, max_restarts=shard.max_restarts, max_task_retries=0)
-        # @ray.remote turns the class into an ActorClass (with .options), which ray's annotations do not say
-        self.actors = [
-            ShardActor.options(name=f"{run_name}-shard-{s}", **opts).remote(s, match)  # type: ignore[attr-defined]
-            for s in range(shard.shards)
-        ]
-        self.call_ms: list[float] = []
-        # wait until every shard is placed and constructed (on an autoscaling cluster this can
-        # take minutes), so that start-up never counts against a tick's timeout
+        self.target = target
+        self._started = connect(target)
+        self.names = [f"{run_name}-shard-{s}" for s in range(shard.shards)]
+        self.actors: list[Any] = []
         try:
-            ray.get([a.pid.remote() for a in self.actors], timeout=shard.startup_timeout_s)
+            self._place(match)
+        except BaseException:
+            self.close()
+            raise
+        self.call_ms: list[float] = []  # wall time of each answered tick() (the gather included)
+        self._queue: list[list[TickInput]] = [[] for _ in range(self.n_shards)]
+        self._inflight: list[list[Any]] = [[] for _ in range(self.n_shards)]  # unanswered calls
+        self._late: list[TickOutput] = []
+        self.dead: set[int] = set()
+        self.calls = 0  # actor calls made by tick() (answered and not)
+
+    # ---------------------------------------------------------------- start-up
+    def _place(self, match: MatchConfig) -> None:
+        shard = self.cfg
+        if shard.wait_for_nodes_s <= 0:
+            check_fit(shard.shards, shard.num_cpus, ray.nodes(), self.target)  # type: ignore[no-untyped-call]  # untyped in ray
+        opts: dict[str, Any] = dict(num_cpus=shard.num_cpus, max_restarts=shard.max_restarts, max_task_retries=0)
+        self.actors = [ShardActor.options(name=n, **opts).remote(s, match) for s, n in enumerate(self.names)]
+        # wait until every shard is placed and constructed, so that start-up never counts
+        # against a tick's timeout
+        wait = max(shard.placement_timeout_s, shard.wait_for_nodes_s)
+        try:
+            ray.get([a.pid.remote() for a in self.actors], timeout=wait)
         except GetTimeoutError:
-            raise MatcherError(f"the {shard.shards} shard actors were not placed within {shard.startup_timeout_s:.0f} s "
-                               f"(each asks for {shard.num_cpus} CPU; see --num-cpus)") from None
+            free = ray.available_resources().get("CPU", 0.0)  # type: ignore[no-untyped-call]  # untyped in ray
+            total = ray.cluster_resources().get("CPU", 0.0)  # type: ignore[no-untyped-call]  # untyped in ray
+            raise MatcherError(
+                f"the {shard.shards} shard actors ({shard.num_cpus:g} CPU each) were not placed within {wait:.0f} s "
+                f"on the {self.target.describe()}: {free:g} of {total:g} CPU free (other work holds the rest)"
+            ) from None
 
     def pids(self) -> list[int]:
-        return ray.get([a.pid.remote() for a in self.actors], timeout=self.cfg.tick_timeout_s)
+        """The shard processes' ids (waits, bounded, for a restarting actor to come back)."""
+        deadline = time.monotonic() + self.cfg.tick_timeout_s
+        pids: list[int] = []
+        for a in self.actors:
+            while True:
+                try:
+                    pids.append(ray.get(a.pid.remote(), timeout=max(0.1, deadline - time.monotonic())))
+                    break
+                except RayActorError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        return pids
 
-    def tick(self, inputs: list[TickInput]) -> list[TickOutput]:
+    # ---------------------------------------------------------------- the tick
+    def tick(self, inputs: Sequence[TickInput | None], answer: Sequence[bool]) -> list[TickOutput | None]:
         t0 = time.perf_counter()
-        refs = [a.tick.remote(i) for a, i in zip(self.actors, inputs)]
-        outs: list[TickOutput] = []
-        for s, ref in enumerate(refs):
-            outs.append(self._get(s, ref, inputs[s]))
-        self.call_ms.append((time.perf_counter() - t0) * 1e3)
+        asked: dict[int, Any] = {}
+        for s, inp in enumerate(inputs):
+            if s in self.dead or inp is None:
+                continue
+            q = self._queue[s]
+            q.append(inp)
+            if answer[s]:
+                self._queue[s] = []
+                asked[s] = self.actors[s].run.remote(q)
+                self.calls += 1
+            elif len(q) >= QUEUE_MAX or sum(len(i.pings) for i in q) >= QUEUE_MAX_PINGS:
+                self._post(s)
+        outs: list[TickOutput | None] = [None] * self.n_shards
+        if asked:
+            deadline = time.monotonic() + self.cfg.tick_timeout_s
+            for s, ref in asked.items():
+                last = inputs[s]
+                assert last is not None
+                outs[s] = self._answer(s, ref, last, deadline)
+            self.call_ms.append((time.perf_counter() - t0) * 1e3)
         return outs
 
     def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
-        """Round 2: one call per shard with border work, in parallel (a task is a pure function: safe to retry)."""
+        """Round 2: one call per shard with border work, in parallel (a task is a pure function: safe to retry).
+
+        Called only on ticks with border work, after `tick`, so it follows that tick's input on
+        every shard (Ray keeps a caller's order). A shard that dies and comes back is asked again;
+        one whose restarts are used up raises `ShardLostError` (the coordinator moves its regions).
+        """
         t0 = time.perf_counter()
         refs = {s: self.actors[s].solve_border.remote(t) for s, t in tasks.items()}
+        self.calls += len(refs)
         out = {}
+        deadline = time.monotonic() + self.cfg.tick_timeout_s
         for s, ref in refs.items():
-            deadline = time.monotonic() + self.cfg.tick_timeout_s
             while True:
                 try:
                     out[s] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
                     break
                 except RayActorError:
-                    if time.monotonic() > deadline:
-                        raise MatcherError(f"shard {s} did not come back within {self.cfg.tick_timeout_s:.0f} s") from None
-                    time.sleep(0.2)
+                    if not self._alive(s, deadline):
+                        self._lose(s)
+                        raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
                     ref = self.actors[s].solve_border.remote(tasks[s])
+                    self.calls += 1
                 except GetTimeoutError:
                     raise MatcherError(
                         f"shard {s} did not solve its border work within {self.cfg.tick_timeout_s:.0f} s"
@@ -114,25 +220,97 @@ class RayBackend:
             self.call_ms[-1] += (time.perf_counter() - t0) * 1e3
         return out
 
-    def _get(self, s: int, ref, inp: TickInput) -> TickOutput:
-        deadline = time.monotonic() + self.cfg.tick_timeout_s
+    def _post(self, s: int) -> None:
+        batch, self._queue[s] = self._queue[s], []
+        if batch:
+            self._inflight[s].append(self.actors[s].run.remote(batch))
+            self.calls += 1
+
+    def _answer(self, s: int, ref: Any, last: TickInput, deadline: float) -> TickOutput:
         while True:
             try:
-                return ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                got: list[TickOutput] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                break
             except RayActorError:
-                # the shard process died: Ray restarts it; call again once it is back
-                if time.monotonic() > deadline:
-                    raise MatcherError(f"shard {s} did not come back within {self.cfg.tick_timeout_s:.0f} s") from None
-                time.sleep(0.2)
-                ref = self.actors[s].tick.remote(inp)
+                # the shard process died: Ray restarts it (then it answers `restarted`), unless
+                # its restarts are used up
+                if not self._alive(s, deadline):
+                    self._lose(s)
+                    raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
+                ref = self.actors[s].run.remote([last])
+                self.calls += 1
             except GetTimeoutError:
-                raise MatcherError(f"shard {s} did not answer tick {inp.tick} within {self.cfg.tick_timeout_s:.0f} s") from None
+                raise MatcherError(
+                    f"shard {s} did not answer tick {last.tick} within {self.cfg.tick_timeout_s:.0f} s"
+                ) from None
+        # the calls sent to this shard before this one have finished (Ray keeps their order)
+        self._collect(s, self._inflight[s])
+        self._inflight[s] = []
+        self._late.extend(got[:-1])
+        return got[-1]
+
+    def _collect(self, s: int, refs: list[Any]) -> None:
+        for ref in refs:
+            try:
+                self._late.extend(ray.get(ref, timeout=self.cfg.tick_timeout_s))
+            except RayActorError:
+                pass  # that process died; the shard says `restarted` on its next answered tick
+
+    def _alive(self, s: int, deadline: float) -> bool:
+        """After a death: True once the restarted actor answers, False if it is dead for good."""
+        while time.monotonic() < deadline:
+            if self._state(s) == "DEAD":
+                return False  # Ray gave up on the actor: its restarts are used up
+            try:
+                ray.get(self.actors[s].pid.remote(), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+                return True
+            except RayActorError:
+                time.sleep(0.2)
+            except GetTimeoutError:
+                pass  # still restarting
+        raise MatcherError(f"shard {s} did not come back within {self.cfg.tick_timeout_s:.0f} s of its death")
+
+    def _state(self, s: int) -> str:
+        """The actor's state in the GCS (ALIVE, RESTARTING, DEAD, ...); "" if it cannot be read."""
+        try:
+            info = ray._private.state.actors(self.actors[s]._actor_id.hex())  # no public API without a dashboard
+        except Exception:  # noqa: BLE001 - private API: fall back to waiting (bounded)
+            return ""
+        return str(info.get("State", "")) if isinstance(info, dict) else ""
+
+    def _lose(self, s: int) -> None:
+        self.dead.add(s)
+        self._queue[s] = []
+        self._inflight[s] = []
+
+    # ---------------------------------------------------------------- late outputs
+    def late(self) -> list[TickOutput]:
+        flying = [r for refs in self._inflight for r in refs]
+        if len(flying) >= HARVEST_AT:
+            ready, _ = ray.wait(flying, num_returns=len(flying), timeout=0)
+            done = set(ready)
+            for s in range(self.n_shards):
+                first = [r for r in self._inflight[s] if r in done]
+                self._inflight[s] = [r for r in self._inflight[s] if r not in done]
+                self._collect(s, first)
+        got, self._late = self._late, []
+        return got
+
+    def drain(self) -> list[TickOutput]:
+        for s in range(self.n_shards):
+            if s not in self.dead:
+                self._post(s)
+        for s in range(self.n_shards):
+            self._collect(s, self._inflight[s])
+            self._inflight[s] = []
+        got, self._late = self._late, []
+        return got
 
     def close(self) -> None:
         for a in self.actors:
             try:
                 ray.kill(a, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
+            except Exception:  # noqa: BLE001, S110 - already gone
                 pass
         if self._started:
             ray.shutdown()

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from matcher.config import MatchConfig, ShardConfig
+from matcher.errors import RunStopped
 
 __all__ = ["DriverPositions", "GeoRouter", "Router", "SingleRouter", "make_router"]
 
@@ -48,6 +49,11 @@ class Router(Protocol):
         ...
 
 
+    def remove_shard(self, shard: int) -> None:
+        """A shard is lost for good: its regions go to the living shards (RunStopped if none is left)."""
+        ...
+
+
 class SingleRouter:
     """Everything on shard 0 (one shard: no borders)."""
 
@@ -62,6 +68,9 @@ class SingleRouter:
 
     def observe(self, lat: Any, lng: Any, drivers: DriverPositions) -> None:
         return None
+
+    def remove_shard(self, shard: int) -> None:
+        raise RunStopped(f"shard {shard}, the only one, is lost (its restarts are used up)")
 
 
 class GeoRouter:
@@ -94,6 +103,12 @@ class GeoRouter:
             self.load[r] = 0.9 * self.load.get(r, 0.0) + 0.1 * now.get(r, 0)
         self.map.rebalance(self.load, self.split_at, self.split_at / 4)
 
+    def remove_shard(self, shard: int) -> None:
+        """The ring moves only the lost shard's regions, to the living shards."""
+        if len(self.map.shards) <= 1:
+            raise RunStopped(f"shard {shard}, the last living one, is lost (its restarts are used up)")
+        self.map.remove_shard(shard)
+
 
 class _LoadRouterAdapter:
     """`LoadRouter` behind the `Router` protocol (drivers' positions asked for lazily)."""
@@ -122,6 +137,12 @@ class _LoadRouterAdapter:
 
     def observe(self, lat: Any, lng: Any, drivers: DriverPositions) -> None:
         self.map.observe(lat, lng, *(drivers() if self.map.due() else (None, None)))
+
+    def remove_shard(self, shard: int) -> None:
+        """The lost shard's run collapses to empty (its load goes to a living neighbour on the curve)."""
+        if self.map.living() <= 1:
+            raise RunStopped(f"shard {shard}, the last living one, is lost (its restarts are used up)")
+        self.map.remove_shard(shard)
 
 
 def make_router(shard: ShardConfig, match: MatchConfig) -> Router:

@@ -15,6 +15,7 @@ import logging
 import math
 import pickle
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,9 +27,9 @@ from matcher.analysis import metrics
 from matcher.config import RIDE_TYPES, Policy, RunConfig
 from matcher.core.candidates import RequestBatch
 from matcher.core.states import DriverStatus
-from matcher.dist.backend import make_backend
+from matcher.dist.backend import BackendFactory, make_backend
 from matcher.dist.coordinator import Coordinator, make_router
-from matcher.errors import MatcherError
+from matcher.errors import MatcherError, RunStopped
 from matcher.io import trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
@@ -100,16 +101,25 @@ class LoopState:
     next_checkpoint: float = 0.0
 
 
-def run_replay(cfg: RunConfig, progress=None) -> dict:
-    """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary."""
+def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = make_backend) -> dict:
+    """Replay ``cfg.trace`` and write the run folder ``cfg.out``; returns the summary.
+
+    ``backend_factory(shard_cfg, match_cfg, run_name)`` makes the shard backend (default:
+    ``make_backend``, which reads ``cfg.shard.backend``); tests pass their own."""
     sim = cfg.sim
     if sim.policy not in tuple(Policy):
         raise MatcherError(f"unknown policy {sim.policy!r} (expected {' or '.join(Policy)})")
     out = Path(cfg.out)
     inputs = _load_inputs(cfg)
+    _announce(out)
     _prepare_out(out)
     trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
-    return _run(cfg, inputs, resume=None, progress=progress)
+    return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory)
+
+
+def _announce(out: Path) -> None:
+    """Every run says where its output goes (a job's log included), once its inputs are read."""
+    print(f"matcher: output folder {out.resolve()}", file=sys.stderr, flush=True)
 
 
 # Modules of the flat 0.1 layout (matcher.world, ...) and where they live now: a
@@ -134,7 +144,9 @@ class _CheckpointUnpickler(pickle.Unpickler):
         return super().find_class(_MOVED_MODULES.get(module, module), name)
 
 
-def resume_replay(out_dir: str, progress=None, quiet: bool | None = None) -> dict:
+def resume_replay(
+    out_dir: str, progress=None, quiet: bool | None = None, backend_factory: BackendFactory = make_backend
+) -> dict:
     """Continue an interrupted run from its last complete checkpoint (``matcher replay --resume OUT``).
 
     Events written after the checkpoint are discarded and produced again, so the
@@ -159,7 +171,8 @@ def resume_replay(out_dir: str, progress=None, quiet: bool | None = None) -> dic
             if int(f.stem.split("-")[1]) >= first:
                 f.unlink()  # written after the checkpoint: they will be written again
     remove_leftovers(out)  # a part file that was being written when the run died
-    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress)
+    _announce(out)
+    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
 
 
 @dataclass
@@ -182,13 +195,13 @@ def _load_inputs(cfg: RunConfig) -> Inputs:
     return Inputs(reqs, request_ids, t0_ms, fleet, driver_ids, q)
 
 
-def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
+def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_factory: BackendFactory) -> dict:
     wall0 = time.perf_counter()
     sim, out = cfg.sim, Path(cfg.out)
     reqs, request_ids, t0_ms = inputs.reqs, inputs.request_ids, inputs.t0_ms
     fleet, driver_ids = inputs.fleet, inputs.driver_ids
     n_quarantined = sum(q.num_rows for q in inputs.quarantine)
-    backend = make_backend(cfg.shard, cfg.match, run_name=f"matcher-{out.name}-{int(time.time())}")
+    backend = backend_factory(cfg.shard, cfg.match, f"matcher-{out.name}-{int(time.time())}")
     try:
         if resume is None:
             log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
@@ -217,6 +230,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         log.locate = coord.route_requests  # `shard` of the request and expire events
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
+        coord.finish()  # the shard inputs sent without waiting: done, refusals counted
     finally:
         backend.close()
     log.flush()
@@ -242,6 +256,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress) -> dict:
         "wall_seconds": base_wall + time.perf_counter() - wall0,
         "handoffs": coord.handoffs,
         "shard_restarts": coord.restarts,
+        "lost_shards": coord.lost,
         "refused_pings": dict(coord.refusals),
         "resumed": resume is not None,
         "failed_ticks": st.failed_ticks,
@@ -263,6 +278,7 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
     if locations is not None:
         locations.flush()
     st.wall_before = wall_so_far
+    coord.finish()
     state = {
         "cfg": cfg,
         "world": world,
@@ -314,6 +330,13 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
             rb = RequestBatch(idx, world.r.plat[idx], world.r.plng[idx], world.r.ride_type[idx], wait, b_req, b_key)
             try:
                 m, shard_of, ts = coord.tick(k, t, pings, rb, sim.policy)
+            except RunStopped as e:
+                # state as of the end of the previous tick: `--resume` redoes this one on new shards
+                st.k -= 1
+                _checkpoint(cfg, world, coord, locations, st, wall())
+                raise RunStopped(
+                    f"{e}; stopped at tick {k} with a checkpoint: matcher replay --resume {cfg.out}"
+                ) from e
             except Exception as e:  # noqa: BLE001 - one bad tick must not end the run
                 # nothing is offered this tick; the shards are rebuilt from the latest reports
                 # next tick, so a half-applied tick leaves no trace in their state
