@@ -57,9 +57,11 @@ def test_shards_parquet_has_one_row_per_tick_and_shard_and_adds_up(runs):
         assert (joined["pending"] == joined["pending_shards"]).all()
         assert (sh["solve_ms"] > 0).all() and (sh["drivers"] >= 0).all()
         assert sh["handoffs_in"].sum() == sh["handoffs_out"].sum()
-        # shard_cpu_ms of a tick is the sum of its shards' solve_ms
+        # shard_cpu_ms of a tick is the CPU of the shards waited for (both rounds); solve_ms also
+        # holds the CPU of inputs not waited for (counted when their late output arrives)
         cpu = sh.group_by("tick").agg(pl.col("solve_ms").sum()).join(ticks, on="tick")
-        assert np.allclose(cpu["solve_ms"].to_numpy(), cpu["shard_cpu_ms"].to_numpy())
+        assert (cpu["solve_ms"].to_numpy() >= cpu["shard_cpu_ms"].to_numpy() - 1e-9).all()
+        assert (cpu["solve_ms"] > cpu["shard_cpu_ms"]).any()  # some shards were not waited for
         per_shard = sh.group_by("shard").agg(pl.col("solve_ms").sum())["solve_ms"].to_numpy()
         assert summary["shard_balance"] == pytest.approx(per_shard.max() / per_shard.mean())
         coord = ticks["coordinator_ms"].sum()
