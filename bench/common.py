@@ -155,6 +155,20 @@ def synth_files(ctx: Context, drivers: int, requests_per_s: float, hours: float,
     return trace, drv
 
 
+def synth_files_multi(
+    ctx: Context, cities: int, drivers: int, requests_per_s: float, hours: float, seed: int = 0
+) -> tuple[Path, Path]:
+    """A synthetic world of ``cities`` cities (``matcher synth --cities``) in the cache."""
+    from matcher.sim.synth import synthesize
+
+    tag = f"synth-c{cities}-d{drivers}-r{requests_per_s:g}-h{hours:g}-s{seed}"
+    trace, drv = ctx.path("inputs", f"{tag}.parquet"), ctx.path("inputs", f"{tag}-drivers.parquet")
+    if not (trace.exists() and drv.exists()):
+        ctx.log(f"generating {tag} into {trace.parent}")
+        synthesize(trace, drv, drivers=drivers, requests_per_s=requests_per_s, hours=hours, seed=seed, cities=cities)
+    return trace, drv
+
+
 def metro_files(ctx: Context) -> tuple[Path, Path]:
     """The synthetic metro hour (50,000 drivers, 55 requests/s, 1 h); a small city with --quick."""
     if ctx.quick:

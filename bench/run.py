@@ -46,6 +46,13 @@ def _registry():
         ("peak_rss_mb_replay_1m", ("peak_rss_mb_replay_1m",), "replay"),
         ("ray_overhead_small_city", ("ray_overhead_small_city",), "ray_overhead"),
         ("ray_overhead_metro", ("ray_overhead_metro",), "ray_overhead"),
+        ("serve_live", tuple(_SERVE), "serve"),
+        ("area_speedup_2_tasks", ("area_speedup_2_tasks", "area_events_per_s"), "areas"),
+        (
+            "area_projection",
+            ("area_metro_speed", "area_nodes_realtime_100x50k", "area_nodes_10x_100x50k"),
+            "areas",
+        ),
     ]
 
 
@@ -73,7 +80,22 @@ SPECS = {
     "peak_rss_mb_replay_1m": ("MB", 2048, "lower"),
     "ray_overhead_small_city": ("ratio", 1.5, "lower"),
     "ray_overhead_metro": ("ratio", None, None),
+    "area_speedup_2_tasks": ("x", 1.7, "higher"),
+    "area_events_per_s": ("events/s", None, None),
+    "area_metro_speed": ("x", None, None),
+    "area_nodes_realtime_100x50k": ("nodes", None, None),
+    "area_nodes_10x_100x50k": ("nodes", None, None),
 }
+# the live service (bench/serve.py; one service run measures them all)
+_SERVE = {
+    "serve_batch_pings_per_s": ("pings/s", 12_500, "higher"),
+    "serve_batch_put_ms_p99": ("ms", 50, "lower"),
+    "serve_single_put_per_s": ("req/s", 1_000, "higher"),
+    "serve_request_post_ms_p99": ("ms", 50, "lower"),
+    "serve_request_to_offer_ms_p99": ("ms", 2_100, "lower"),
+    "serve_audit_violations": ("violations", 0, "lower"),
+}
+SPECS.update(_SERVE)
 
 
 def _select(only: str | None):

@@ -11,8 +11,9 @@ import sys
 import traceback
 from dataclasses import replace
 
-from matcher.config import MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
+from matcher.config import AreaConfig, MatchConfig, Policy, RunConfig, ShardConfig, SimConfig
 from matcher.errors import MatcherError
+from matcher.sim import scenario
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,6 +131,20 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         "consistent-hash ring (default %(default)s)",
     )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    ar = AreaConfig()
+    p.add_argument(
+        "--areas",
+        choices=("auto", "one"),
+        default=ar.mode,
+        help="auto: replay each independent area of the trace on its own (on Ray with --backend ray); "
+        "one: the whole trace in one world (default %(default)s)",
+    )
+    p.add_argument(
+        "--area-cpus",
+        type=_positive(float),
+        default=ar.num_cpus,
+        help="CPUs per area task on Ray (default %(default)s)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--record-locations", action="store_true", help="write driver location history to OUT/locations/")
     p.add_argument(
@@ -170,7 +185,10 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         help="GPS dropouts per driver-hour (default %(default)s)",
     )
     g.add_argument(
-        "--speed", type=_positive(float), default=s.trip_speed_mps, help="city speed, m/s (default %(default)s)"
+        "--speed",
+        type=_positive(float),
+        default=s.trip_speed_mps,
+        help="city speed, m/s: sets both --eta-speed and --drive-speed (default %(default)s)",
     )
     g.add_argument(
         "--radius", type=_positive(float), default=m.radius_m, help="candidate radius, m (default %(default)s)"
@@ -182,51 +200,22 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         default=m.gps_timeout_s,
         help="stale after this many silent seconds (default %(default)s)",
     )
+    scenario.add_cli_options(p.add_argument_group("world (docs/models.md)"))
 
 
-def config_from_args(a: argparse.Namespace, policy: Policy = Policy.BATCH, window: float | None = None) -> RunConfig:
-    """The one place options become config."""
-    backend = a.backend or ("ray" if a.shards > 1 else "inprocess")
-    sim = SimConfig(
-        policy=policy,
-        window_s=window if window is not None else a.window,
-        patience_s=a.patience,
-        accept_prob=a.accept_prob,
-        offer_timeout_s=a.offer_timeout,
-        cancel_base=a.cancel_base,
-        cancel_per_min=a.cancel_per_min,
-        gps_dropout_rate_per_h=a.gps_dropout_rate,
-        trip_speed_mps=a.speed,
-        seed=a.seed,
-    )
-    base = MatchConfig()
-    match = replace(
-        base,
-        radius_m=a.radius,
-        k=a.k,
-        k_search=max(base.k_search, 2 * a.k),
-        gps_timeout_s=a.gps_timeout,
-        eta=replace(base.eta, city_speed_mps=a.speed),
-    )
-    shard = ShardConfig(
-        shards=a.shards,
-        backend=backend,
-        address=a.address,
-        num_cpus=a.num_cpus,
-        wait_for_nodes_s=a.wait_for_nodes,
-        placement=a.placement,
-    )
-    return RunConfig(
-        trace=a.trace,
-        out=a.out,
-        drivers=a.drivers,
-        sim=sim,
-        match=match,
-        shard=shard,
-        record_locations=a.record_locations,
-        quiet=a.quiet,
-        checkpoint_every_s=a.checkpoint_every,
-    )
+def config_from_args(a: argparse.Namespace, policy: Policy | None = None, window: float | None = None) -> RunConfig:
+    """The one place options become config: defaults < --world preset < --config file < options given
+    (matcher.sim.scenario). ``policy`` and ``window`` (compare's runs) override all of them."""
+    given = scenario.from_namespace(a, getattr(a, "given", set(vars(a))))
+    if policy is not None:
+        given["policy"] = policy
+    if window is not None:
+        given["window"] = window
+    cfg = scenario.resolve(given, config=a.config, world=a.world, trace=a.trace, out=a.out)
+    if getattr(a, "wait_for_nodes", None) is not None:
+        cfg = replace(cfg, shard=replace(cfg.shard, wait_for_nodes_s=a.wait_for_nodes))
+    cfg = replace(cfg, areas=replace(AreaConfig(), mode=a.areas, num_cpus=a.area_cpus))
+    return replace(cfg, quiet=a.quiet)
 
 
 def _output_folder(out: str) -> str:
@@ -250,14 +239,24 @@ def _cmd_replay(a) -> int:
 
     if a.resume:
         summary = resume_replay(_output_folder(a.resume), quiet=a.quiet)
-    elif a.trace is None or a.out is None:
-        a.parser.error("replay needs TRACE and --out (or --resume OUT)")
     else:
-        a.out = _output_folder(a.out)
-        summary = run_replay(config_from_args(a, policy=Policy(a.policy)))
+        if a.out is not None:
+            a.out = _output_folder(a.out)
+        cfg = _scenario_or_exit(a)
+        if a.print_config:
+            print(scenario.to_toml(cfg), end="")
+            return 0
+        summary = run_replay(cfg)
     if not a.quiet:
         print(format_summary([summary]))
     return 0
+
+
+def _scenario_or_exit(a, **kw) -> RunConfig:
+    try:
+        return config_from_args(a, **kw)
+    except scenario.ScenarioError as e:
+        a.parser.error(str(e))  # exits 2
 
 
 def _cmd_compare(a) -> int:
@@ -265,6 +264,10 @@ def _cmd_compare(a) -> int:
 
     policies = parse_policies(a.policies)
     a.out = _output_folder(a.out)
+    cfg = _scenario_or_exit(a, policy=policies[0][1], window=policies[0][2])  # a bad scenario: exit 2 first
+    if a.print_config:
+        print(scenario.to_toml(cfg), end="")
+        return 0
     run_compare(a, policies, config_from_args)
     return 0
 
@@ -310,6 +313,108 @@ def _cmd_validate(a) -> int:
     return 0 if report.ok else 1
 
 
+# --- the live service: matcher serve / token / loadgen (matcher.serve) ----------------------------
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be within 1..65535: {text!r}")
+    return v
+
+
+def _cmd_serve(a) -> int:
+    from matcher.config import ServeConfig
+    from matcher.dist.backend import keep_embedded_ray_on_loopback
+
+    if a.address is None:
+        keep_embedded_ray_on_loopback()  # before ray is imported (matcher.serve.app imports it)
+    from matcher.serve.app import run_service
+
+    base = MatchConfig()
+    cfg = ServeConfig(
+        out=a.out, host=a.host, port=a.port, window_s=a.window, shards=a.shards, address=a.address,
+        num_cpus=a.num_cpus, drivers=a.drivers, secret_file=a.secret_file, patience_s=a.patience,
+        offer_timeout_s=a.offer_timeout, record_locations=not a.no_locations, max_drivers=a.max_drivers,
+    )  # fmt: skip
+    summary = run_service(cfg, replace(base, gps_timeout_s=a.gps_timeout))
+    print(f"matcher: drained; {summary.get('requests', 0)} requests, {summary.get('completed', 0)} completed ({a.out})")
+    return 0
+
+
+def _cmd_token(a) -> int:
+    from matcher.serve.auth import issue, load_secret
+
+    print(issue(load_secret(a.secret_file), a.role, a.sub, ttl_s=a.ttl, vehicle=a.vehicle, rating=a.rating))
+    return 0
+
+
+def _cmd_loadgen(a) -> int:
+    from matcher.serve.loadgen import LoadgenConfig, run_loadgen
+
+    cfg = LoadgenConfig(
+        trace=a.trace, url=a.url, out=a.out, drivers=a.drivers, speed=a.speed, secret_file=a.secret_file,
+        duration_s=a.duration, seed=a.seed, accept_prob=a.accept_prob, single_share=a.single_share,
+        drain_timeout_s=a.drain_timeout,
+    )  # fmt: skip
+    result = run_loadgen(cfg)
+    print(f"matcher: loadgen wrote {result['path']} ({result['requests_posted']} requests, "
+          f"{result['rides_ended']} ended, {result['rides_open']} still open)")  # fmt: skip
+    return 0 if result["rides_open"] == 0 else 1
+
+
+def _add_serve_commands(sub) -> None:
+    from matcher.config import ServeConfig
+
+    d = ServeConfig()
+    sv = sub.add_parser("serve", help="run the live dispatch service (Ray Serve)")
+    sv.add_argument("--out", required=True, help="run folder (the same folder after a crash recovers the open rides)")
+    sv.add_argument("--host", default=d.host, help="HTTP bind address (default %(default)s)")
+    sv.add_argument("--port", type=_port, default=d.port, help="HTTP port (default %(default)s)")
+    sv.add_argument("--shards", type=_positive(int), default=d.shards, help="shard actors (default %(default)s)")
+    sv.add_argument("--window", type=_positive(float), default=d.window_s, help="tick period, s (default %(default)s)")
+    sv.add_argument("--drivers", default=None, help="driver file: only these drivers may connect")
+    sv.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
+    sv.add_argument("--address", default=None, help="Ray address of an existing cluster (default: embedded)")
+    sv.add_argument(
+        "--num-cpus", type=_positive(float), default=d.num_cpus, help="CPUs per shard (default %(default)s)"
+    )
+    sv.add_argument(
+        "--patience", type=_positive(float), default=d.patience_s, help="search time before a ride expires, s"
+    )
+    sv.add_argument("--offer-timeout", type=_positive(float), default=d.offer_timeout_s, help="offer answer time, s")
+    sv.add_argument("--gps-timeout", type=_positive(float), default=MatchConfig.gps_timeout_s, help="stale after, s")
+    sv.add_argument("--max-drivers", type=_positive(int), default=d.max_drivers, help="driver capacity")
+    sv.add_argument("--no-locations", action="store_true", help="do not write OUT/locations/")
+    sv.set_defaults(func=_cmd_serve)
+
+    tk = sub.add_parser("token", help="issue a bearer token for the live service")
+    tk.add_argument("--role", required=True, choices=("rider", "driver", "service"))
+    tk.add_argument("--sub", required=True, help="subject id (rider id, driver id, gateway name)")
+    tk.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
+    tk.add_argument(
+        "--ttl", type=_positive(float), default=None, help="expires after this many seconds (default never)"
+    )
+    tk.add_argument("--vehicle", choices=("uberx", "xl", "black"), default=None, help="driver tokens: vehicle type")
+    tk.add_argument("--rating", type=float, default=None, help="driver tokens: rating 1..5")
+    tk.set_defaults(func=_cmd_token)
+
+    lg = sub.add_parser("loadgen", help="drive a live service from a trace in accelerated real time")
+    lg.add_argument("trace")
+    lg.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    lg.add_argument("--out", required=True, help="folder for loadgen.json")
+    lg.add_argument("--drivers", type=_drivers, default=None, help="driver file or count (default: as replay)")
+    lg.add_argument("--speed", type=_positive(float), default=1.0, help="trace seconds per wall second (default 1)")
+    lg.add_argument("--secret-file", default=None, help="token secret (default ~/.config/matcher/secret)")
+    lg.add_argument("--duration", type=_positive(float), default=None, help="post requests for this many wall seconds")
+    lg.add_argument("--seed", type=_non_negative_int, default=0)
+    lg.add_argument("--accept-prob", type=_prob, default=SimConfig.accept_prob, help="drivers accept with this")
+    lg.add_argument("--single-share", type=_prob, default=0.05, help="share of drivers pinging one by one")
+    lg.add_argument("--drain-timeout", type=_positive(float), default=600.0, help="wait this long for rides to end")
+    lg.set_defaults(func=_cmd_loadgen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="matcher", description="Batch matching for ride-hailing dispatch, on Ray.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -337,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--policies", default="greedy,batch:2,batch:10", help="comma list: greedy, batch:SECONDS (default %(default)s)"
     )
     _tz_option(c)
-    c.set_defaults(func=_cmd_compare)
+    c.set_defaults(func=_cmd_compare, parser=c)
 
     rep = sub.add_parser("report", help="(re)build DIR/report.html")
     rep.add_argument("dir", help="a run folder (summary.json) or a compare folder (compare.json)")
@@ -375,13 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("trace")
     v.add_argument("--drivers", default=None, help="also check this driver file")
     v.set_defaults(func=_cmd_validate)
+    _add_serve_commands(sub)
     for sp in sub.choices.values():  # --debug works before or after the command
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.given = scenario.given_options(parser, argv)  # options given explicitly (they override --config)
     try:
         return args.func(args)
     except MatcherError as e:

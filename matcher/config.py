@@ -34,8 +34,9 @@ class Policy(StrEnum):
 
 @dataclass(frozen=True)
 class EtaConfig:
-    """Straight-line pickup ETA: distance x detour / speed, plus a turnaround penalty."""
+    """The pickup ETA model (matcher.core.cost): distance x detour / speed, plus a turnaround penalty."""
 
+    model: str = "straight_line"  # a name of matcher.core.cost.ETA_MODELS
     city_speed_mps: float = 7.0  # ~25 km/h door-to-door average in a dense city
     detour_factor: float = 1.3  # road distance / great-circle distance
     turnaround_s: float = 60.0  # full U-turn cost for a driver heading straight away
@@ -109,6 +110,16 @@ class ShardConfig:
 
 
 @dataclass(frozen=True)
+class AreaConfig:
+    """Independent areas replayed separately (matcher/core/areas.py, matcher/sim/areas.py)."""
+
+    mode: str = "auto"  # auto: split a trace into its independent areas; one: one world, as before areas
+    precision: int = 4  # geohash precision of the coarse cells (~39 x 20 km at the equator)
+    margin_m: float = 1000.0  # added to the candidate radius: GPS lag, driving during an offer, path shape
+    num_cpus: float = 1.0  # CPUs asked per area task on Ray
+
+
+@dataclass(frozen=True)
 class RunConfig:
     trace: str
     out: str
@@ -120,3 +131,50 @@ class RunConfig:
     quiet: bool = False
     label: str | None = None
     checkpoint_every_s: float = 3600.0  # simulated seconds between checkpoints (0: none)
+    areas: AreaConfig = field(default_factory=AreaConfig)
+    world: str = "full"  # the preset the scenario started from (matcher.sim.scenario.PRESETS)
+
+
+@dataclass(frozen=True)
+class SurgeConfig:
+    """Per-cell surge (matcher.core.surge): demand/supply over a sliding window, smoothed, capped,
+    with hysteresis. Cells are geohashes of ``precision`` characters (5: about 4.9 x 4.9 km at the
+    equator, 3.7 x 4.9 km in New York; see the module docstring for why)."""
+
+    precision: int = 5
+    tau_s: float = 120.0  # time constant of the EWMA of demand and supply (the sliding window)
+    threshold: float = 1.0  # no surge while smoothed demand/supply stays at or below this
+    gain: float = 0.5  # multiplier slope above the threshold, per unit of ratio
+    cap: float = 3.0
+    step: float = 0.1  # multipliers are multiples of this (riders see 1.3x, not 1.2871x)
+    band: float = 0.2  # hysteresis: the multiplier moves only when its target is this far away
+    min_supply: float = 1.0  # smoothed supply below this counts as this (no division by zero)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The live service (matcher serve): HTTP, the wall-clock tick loop, durability."""
+
+    out: str = "runs/live"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    window_s: float = 2.0  # tick period on the wall clock
+    shards: int = 1
+    address: str | None = None  # Ray cluster; None: an embedded local Ray
+    num_cpus: float = 0.5  # per shard actor
+    drivers: str | None = None  # driver file: only these drivers may connect (vehicle, rating from it)
+    secret_file: str | None = None  # None: ~/.config/matcher/secret (created on first use)
+    patience_s: float = 300.0  # a ride still searching after this many seconds expires
+    offer_timeout_s: float = 20.0  # an offer with no answer by then counts as a decline
+    max_drivers: int = 100_000  # driver keys the coordinator's tables are sized for
+    commit_interval_s: float = 0.0  # group commit: at least this long between two fsyncs (0: back to back)
+    flush_s: float = 10.0  # journal -> Parquet event parts, locations, ticks, cells this often
+    record_locations: bool = True  # OUT/locations/ from the pings
+    long_poll_s: float = 25.0  # the longest GET /v1/drivers/offer may wait
+    base_cents: tuple[tuple[str, int, int, int], ...] = (  # ride type, base, per km, per minute (cents)
+        ("uberx", 250, 110, 25),
+        ("pool", 200, 80, 20),
+        ("xl", 400, 180, 35),
+        ("black", 700, 300, 60),
+    )
+    price_spread: float = 0.15  # the estimate is price x (1 -/+ this)

@@ -6,6 +6,11 @@ shared by every ``@pytest.mark.ray`` test that runs Ray in this process. Ray tes
 Tests that need a Ray of their own (a ``ray.cluster_utils.Cluster``, a ``ray start --head``)
 run it in a subprocess with its own RAY_TMPDIR and ports, never in this process.
 
+Hypothesis profiles: ``ci`` (derandomized, so a run is reproducible; fewer examples; no
+deadline, as a loaded runner must not fail a test for being slow) and ``dev`` (random, more
+examples, no deadline). ``HYPOTHESIS_PROFILE`` picks one; else ``ci`` when ``CI`` is set (true/1),
+``dev`` otherwise. Tests that set ``max_examples`` themselves keep their count in both.
+
 ``small_trace``: the first minutes of ``data/synth-small.parquet`` and its driver file,
 written once per session to a temporary folder (absolute paths), for replays of a few
 seconds each.
@@ -13,12 +18,23 @@ seconds each.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from matcher.dist.backend import keep_embedded_ray_on_loopback
+
+# explicit parents: hypothesis itself loads its own "ci" profile when it sees CI, and a profile
+# registered without a parent would inherit whatever is loaded at that moment
+settings.register_profile(
+    "ci", parent=settings.get_profile("default"), derandomize=True, max_examples=50, deadline=None, print_blob=True
+)
+settings.register_profile("dev", parent=settings.get_profile("default"), max_examples=100, deadline=None)
+_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _CI else "dev"))
 
 # Before any test module imports ray: the session's Ray stays on 127.0.0.1.
 keep_embedded_ray_on_loopback()

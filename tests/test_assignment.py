@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from matcher.core.assignment import (
     Edges,
@@ -24,20 +25,30 @@ DENSE = 10**12  # dense_max_cells forcing linear_sum_assignment
 SPARSE = 0  # ... forcing min_weight_full_bipartite_matching
 
 
-def random_instance(rng, n_req, n_drv, density=None, integer_costs=None):
-    """Random edges with unique (request, column) pairs; columns are arbitrary non-negative ids."""
-    cols = np.sort(rng.choice(10**6, n_drv, replace=False)).astype(np.int64) if n_drv else np.empty(0, np.int64)
-    rng.shuffle(cols)
-    density = rng.uniform(0.1, 1.0) if density is None else density
-    mask = rng.random((n_req, n_drv)) < density
-    r, c = np.nonzero(mask)
-    integer_costs = rng.random() < 0.3 if integer_costs is None else integer_costs
-    cost = rng.integers(0, 6, len(r)).astype(float) * 100 if integer_costs else rng.uniform(0, 1000, len(r))
-    perm = rng.permutation(len(r))
+@st.composite
+def instances(draw, max_req: int, max_drv: int, min_req: int = 0, min_drv: int = 0, density=(0.1, 1.0)):
+    """(n_req, edges, penalty): random edges with unique (request, column) pairs, columns arbitrary
+    non-negative ids, in a random order. Drawn piece by piece, so a failure shrinks to fewer
+    requests and drivers, fewer edges (``u`` shrinks to 0: no edge) and round costs."""
+    n_req = draw(st.integers(min_req, max_req))
+    n_drv = draw(st.integers(min_drv, max_drv))
+    cols = np.array(draw(st.lists(st.integers(0, 10**6), min_size=n_drv, max_size=n_drv, unique=True)), np.int64)
+    dens = draw(st.floats(*density))
+    u = draw(hnp.arrays(np.float64, (n_req, n_drv), elements=st.floats(0.0, 1.0)))
+    r, c = np.nonzero(u > 1.0 - dens)
+    if draw(st.booleans()):  # integer costs: exact ties
+        cost = draw(hnp.arrays(np.int64, len(r), elements=st.integers(0, 5))).astype(float) * 100
+    else:
+        cost = draw(hnp.arrays(np.float64, len(r), elements=st.floats(0.0, 1000.0)))
+    perm = np.array(draw(st.permutations(range(len(r)))), np.int64)
     edges = Edges(r[perm].astype(np.int64), cols[c[perm]], cost[perm])
-    wait = rng.uniform(0, 400, n_req)
-    penalty = unmatched_penalty(wait, float(rng.uniform(100, 900)), float(rng.uniform(0, 2)))
-    return edges, penalty
+    wait = draw(hnp.arrays(np.float64, n_req, elements=st.floats(0.0, 400.0)))
+    penalty = unmatched_penalty(wait, draw(st.floats(100.0, 900.0)), draw(st.floats(0.0, 2.0)))
+    return n_req, edges, penalty
+
+
+def orders(n: int):
+    return st.permutations(range(n)).map(lambda p: np.array(p, np.int64))
 
 
 def cost_matrix(n_req, edges):
@@ -90,10 +101,9 @@ def objective(out, cost_out, penalty):
 
 
 @settings(max_examples=120, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 7), st.integers(0, 7))
-def test_batch_equals_brute_force(seed, n_req, n_drv):
-    rng = np.random.default_rng(seed)
-    edges, penalty = random_instance(rng, n_req, n_drv)
+@given(instances(7, 7))
+def test_batch_equals_brute_force(inst):
+    n_req, edges, penalty = inst
     best = brute_force_optimum(n_req, edges, penalty)
     for cells, side in ((DENSE, "auto"), (SPARSE, "requests"), (SPARSE, "drivers")):
         out, cost_out = solve_batch(n_req, edges, penalty, dense_max_cells=cells, side=side)
@@ -105,10 +115,9 @@ def test_batch_equals_brute_force(seed, n_req, n_drv):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 30), st.integers(0, 30))
-def test_batch_not_worse_than_greedy_and_dense_equals_sparse(seed, n_req, n_drv):
-    rng = np.random.default_rng(seed)
-    edges, penalty = random_instance(rng, n_req, n_drv)
+@given(instances(30, 30), st.data())
+def test_batch_not_worse_than_greedy_and_dense_equals_sparse(inst, data):
+    n_req, edges, penalty = inst
     dense = solve_batch(n_req, edges, penalty, dense_max_cells=DENSE)
     sparse = solve_batch(n_req, edges, penalty, dense_max_cells=SPARSE)
     default = solve_batch(n_req, edges, penalty)
@@ -117,7 +126,7 @@ def test_batch_not_worse_than_greedy_and_dense_equals_sparse(seed, n_req, n_drv)
     obj = objective(*dense, penalty)
     assert objective(*sparse, penalty) == pytest.approx(obj, rel=1e-9, abs=1e-9)
     assert objective(*default, penalty) == pytest.approx(obj, rel=1e-9, abs=1e-9)
-    order = rng.permutation(n_req)
+    order = data.draw(orders(n_req))
     g_out, g_cost = solve_greedy(n_req, edges, order)
     check_valid(n_req, edges, g_out, g_cost)
     assert obj <= objective(g_out, g_cost, penalty) + 1e-9
@@ -190,11 +199,10 @@ def reference_greedy(n_req, edges, order):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 20), st.integers(1, 20))
-def test_greedy_respects_arrival_order(seed, n_req, n_drv):
-    rng = np.random.default_rng(seed)
-    edges, penalty = random_instance(rng, n_req, n_drv)
-    order = rng.permutation(n_req)
+@given(instances(20, 20, min_req=1, min_drv=1), st.data())
+def test_greedy_respects_arrival_order(inst, data):
+    n_req, edges, _ = inst
+    order = data.draw(orders(n_req))
     out, cost_out = solve_greedy(n_req, edges, order)
     check_valid(n_req, edges, out, cost_out)
     # the first request in arrival order gets its cheapest driver (ties: lower column)
@@ -246,10 +254,9 @@ def union_find_partition(n_req, edges):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 25), st.integers(0, 25))
-def test_components_partition(seed, n_req, n_drv):
-    rng = np.random.default_rng(seed)
-    edges, _ = random_instance(rng, n_req, n_drv, density=rng.uniform(0.0, 0.25))
+@given(instances(25, 25, density=(0.0, 0.25)))
+def test_components_partition(inst):
+    n_req, edges, _ = inst
     comp_req, cols, comp_col = components(n_req, edges)
     assert comp_req.shape == (n_req,)
     assert cols.tolist() == sorted(set(edges.col.tolist()))
@@ -267,14 +274,13 @@ def test_components_partition(seed, n_req, n_drv):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 25), st.integers(1, 25))
-def test_solving_components_separately_is_optimal(seed, n_req, n_drv):
+@given(instances(25, 25, min_req=1, min_drv=1, density=(0.02, 0.2)), st.data())
+def test_solving_components_separately_is_optimal(inst, data):
     """What makes sharding exact: per-component solves add up to the global optimum,
     and greedy per component (same relative order) gives the same assignment."""
-    rng = np.random.default_rng(seed)
-    edges, penalty = random_instance(rng, n_req, n_drv, density=rng.uniform(0.02, 0.2))
+    n_req, edges, penalty = inst
     glob = solve_batch(n_req, edges, penalty)
-    order = rng.permutation(n_req)
+    order = data.draw(orders(n_req))
     g_glob, _ = solve_greedy(n_req, edges, order)
     comp_req, cols, comp_col = components(n_req, edges)
     total, g_parts = 0.0, np.full(n_req, -1, np.int64)

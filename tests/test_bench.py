@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "geohash_encode_points_per_s",
@@ -36,15 +38,31 @@ EXPECTED = {
     "peak_rss_mb_replay_1m",
     "ray_overhead_small_city",
     "ray_overhead_metro",
+    "serve_batch_pings_per_s",
+    "serve_batch_put_ms_p99",
+    "serve_single_put_per_s",
+    "serve_request_post_ms_p99",
+    "serve_request_to_offer_ms_p99",
+    "serve_audit_violations",
+    "area_speedup_2_tasks",
+    "area_events_per_s",
+    "area_metro_speed",
+    "area_nodes_realtime_100x50k",
+    "area_nodes_10x_100x50k",
 }
+SERVE = {f for f in EXPECTED if f.startswith("serve_")}
 # measured even in --quick mode (the others are skipped there: Ray, the 1M replay)
-MEASURED_IN_QUICK = EXPECTED - {
-    "ingest_pings_per_s_ray",
-    "peak_rss_mb_replay_1m",
-    "ray_overhead_small_city",
-    "ray_overhead_metro",
-    "wall_2_shards_vs_1",
-}
+MEASURED_IN_QUICK = (
+    EXPECTED
+    - SERVE
+    - {
+        "ingest_pings_per_s_ray",
+        "peak_rss_mb_replay_1m",
+        "ray_overhead_small_city",
+        "ray_overhead_metro",
+        "wall_2_shards_vs_1",
+    }
+)
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -62,6 +80,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]
     return proc, out
 
 
+@pytest.mark.slow
 def test_quick_run_writes_well_formed_results(tmp_path):
     proc, out = _run(tmp_path)
     res = json.loads(out.read_text())  # strict JSON: no NaN/inf
@@ -87,6 +106,7 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     assert (out.parent / "tick_scaling.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_only_selects_figures(tmp_path):
     _, out = _run(tmp_path, "--only", "ingest_pings_per_s,metro_tick_ms_p99")
     figs = json.loads(out.read_text())["figures"]

@@ -65,6 +65,7 @@ def watched():
     return _Watching
 
 
+@pytest.mark.slow
 def test_sharded_run_hands_off_and_never_duplicates(trace, tmp_path, watched):
     s4 = run_replay(_cfg(trace, tmp_path / "k4", shards=4), backend_factory=_watching)
     assert watched.ticks > 100
@@ -76,6 +77,7 @@ def test_sharded_run_hands_off_and_never_duplicates(trace, tmp_path, watched):
     assert abs(s4["completed"] - s1["completed"]) <= 0.02 * s1["completed"]
 
 
+@pytest.mark.slow
 def test_hot_regions_split_and_the_run_stays_correct(trace, tmp_path, watched):
     s = run_replay(_cfg(trace, tmp_path / "hot", shards=3, hot_split_load=2), backend_factory=_watching)
     assert check_run(tmp_path / "hot") == []

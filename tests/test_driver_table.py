@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from matcher.config import VEHICLE_TYPES
 from matcher.core import geo
@@ -181,22 +182,32 @@ def test_refused_first_ping_still_makes_later_duplicates_refused():
     assert c["bad_coordinate"] == 1 and c["duplicate_in_batch"] == 1 and t.n == 0
 
 
+@st.composite
+def ping_batches(draw, max_rows: int = 30):
+    """(key, lat, lng, ts, status, vehicle) of one batch: repeated keys, bad coordinates (NaN,
+    |lat| > 90), unknown codes (-1 and one past the last) and ties in time, each shrinking away."""
+    n = draw(st.integers(0, max_rows))
+
+    def col(dtype, elements):
+        return draw(hnp.arrays(dtype, n, elements=elements))
+
+    key = col(np.int64, st.integers(0, 24))
+    lat = col(np.float64, st.one_of(st.floats(-95, 95), st.just(np.nan)))
+    lng = col(np.float64, st.floats(-170, 170))
+    ts = col(np.float64, st.integers(0, 100).map(float))
+    status = col(np.int64, st.integers(-1, len(DriverStatus)))
+    vehicle = col(np.int64, st.integers(-1, len(VEHICLE_TYPES)))
+    return key, lat, lng, ts, status, vehicle
+
+
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1))
-def test_random_batches_counts_sum_and_model(seed):
+@given(st.lists(ping_batches(), min_size=1, max_size=4))
+def test_random_batches_counts_sum_and_model(batches):
     """Random batches against a scalar model: counts per reason and resulting state."""
-    rng = np.random.default_rng(seed)
     t = DriverTable(capacity=4)
     model: dict[int, tuple[float, float]] = {}  # key -> (lat, last_ping)
-    for _ in range(4):
-        n = int(rng.integers(0, 30))
-        key = rng.integers(0, 25, n)
-        lat = rng.uniform(-95, 95, n)
-        lat[rng.random(n) < 0.1] = np.nan
-        lng = rng.uniform(-170, 170, n)
-        ts = rng.uniform(0, 100, n).round(0)
-        status = rng.integers(-1, len(DriverStatus) + 1, n)
-        vehicle = rng.integers(-1, len(VEHICLE_TYPES) + 1, n)
+    for key, lat, lng, ts, status, vehicle in batches:
+        n = len(key)
         c = t.apply_pings(make_pings(key, lat=lat, lng=lng, ts=ts, status=status, vehicle=vehicle))
         exp = dict.fromkeys(PING_REASONS, 0)
         seen = set()
@@ -337,14 +348,20 @@ def test_eligible_excludes_stale_and_busy():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**32 - 1))
-def test_eligible_random(seed):
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 40))
+@given(
+    st.integers(1, 40).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int64, n, elements=st.integers(0, len(DriverStatus) - 1)),
+            hnp.arrays(np.float64, n, elements=st.floats(0, 100)),
+        )
+    ),
+    st.floats(50, 150),
+    st.floats(1, 60),
+)
+def test_eligible_random(drivers, now, timeout):
+    status, ts = drivers
+    n = len(status)
     t = DriverTable()
-    status = rng.integers(0, 5, n)
-    ts = rng.uniform(0, 100, n)
     t.apply_pings(make_pings(np.arange(n), status=status, ts=ts))
-    now, timeout = float(rng.uniform(50, 150)), float(rng.uniform(1, 60))
     exp = (status == DriverStatus.AVAILABLE) & (now - ts <= timeout)
     assert t.eligible(now, timeout).tolist() == exp.tolist()

@@ -55,7 +55,6 @@ def test_a_job_server_url_in_ray_address_is_refused(small_trace, tmp_path):
     [
         ("8", "0.5", "8 shards x 0.5 CPU (--num-cpus) = 4 CPU can never be placed"),
         ("64", "0.5", "64 shards x 0.5 CPU (--num-cpus) = 32 CPU can never be placed"),
-        ("2", "1e9", "2 shards x 1e+09 CPU (--num-cpus) = 2e+09 CPU can never be placed"),
     ],
 )
 def test_shards_that_can_never_be_placed_fail_at_once_with_the_arithmetic(small_trace, tmp_path, shards, cpus, says):
@@ -64,6 +63,13 @@ def test_shards_that_can_never_be_placed_fail_at_once_with_the_arithmetic(small_
     assert r.returncode == 1 and r.seconds < 60, (r.seconds, r.stderr[-2000:])  # Ray's start-up, then at once
     assert says in line and "embedded local Ray" in line and "CPU on 1 node(s)" in line, line
     assert "use --" in line  # and the fix
+
+
+def test_an_absurd_num_cpus_is_a_bad_argument_before_ray_starts(small_trace, tmp_path):
+    """--num-cpus 1e9 is outside the option's documented range: exit 2, one line, no Ray."""
+    r = _replay(small_trace, tmp_path / "x", "--shards", "2", "--num-cpus", "1e9")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "num-cpus must be" in lines[0], r.stderr[-2000:]
 
 
 def test_run_modes_are_decided_in_one_place():

@@ -79,6 +79,7 @@ def test_summary_in_slices_equals_one_pass(nyc_morning, tmp_path, monkeypatch):
     assert metrics.run_request_table(out).equals(metrics.request_table(read_events(out)))
 
 
+@pytest.mark.slow
 def test_same_seed_same_log_and_seed_matters(nyc_morning, tmp_path):
     _run(nyc_morning, tmp_path / "a", seed=3)
     _run(nyc_morning, tmp_path / "b", seed=3)
@@ -97,6 +98,7 @@ def test_stale_drivers_are_never_matched(nyc_morning, tmp_path):
     assert s["completed"] > 0
 
 
+@pytest.mark.slow
 def test_batch_beats_greedy_on_pickup_eta_under_tight_supply(nyc_morning, tmp_path):
     g = _run(nyc_morning, tmp_path / "g", policy="greedy", drivers=25)
     b = _run(nyc_morning, tmp_path / "b", policy="batch", drivers=25)
@@ -131,6 +133,7 @@ def test_record_locations(tmp_path):
     assert set(loc["status"].unique()) <= {"available", "offered", "en_route", "on_trip"}
 
 
+@pytest.mark.slow
 def test_cli_replay_compare_report(nyc_morning, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import types
 from html.parser import HTMLParser
@@ -166,6 +167,7 @@ def fake_replay(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_run_compare(tmp_path, fake_replay, capsys):
     out = tmp_path / "cmp"
     args = build_parser().parse_args(
@@ -186,7 +188,7 @@ def test_run_compare(tmp_path, fake_replay, capsys):
     assert [c.out for c in fake_replay] == [str(out / lab) for lab in ("greedy", "batch-2s", "batch-10s")]
     assert [c.label for c in fake_replay] == ["greedy", "batch-2s", "batch-10s"]
     assert [(c.sim.policy, c.sim.window_s) for c in fake_replay][1:] == [("batch", 2.0), ("batch", 10.0)]
-    assert {(c.trace, c.drivers, c.sim.seed) for c in fake_replay} == {("trace.parquet", 40, 7)}
+    assert {(c.trace, c.drivers, c.sim.seed) for c in fake_replay} == {(os.path.abspath("trace.parquet"), 40, 7)}
     cmp = json.loads((out / "compare.json").read_text())
     assert cmp == result
     assert cmp["trace"] == str(Path("trace.parquet").resolve()) and cmp["baseline"] == "greedy"
@@ -201,6 +203,7 @@ def test_run_compare(tmp_path, fake_replay, capsys):
     assert printed.splitlines()[0].split() == ["greedy", "batch-2s", "batch-10s"]
 
 
+@pytest.mark.slow
 def test_cli_compare_and_report(tmp_path, fake_replay, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "trace.parquet", "--out", str(out), "--policies", "greedy,batch", "--quiet"]) == 0
@@ -258,3 +261,21 @@ def test_report_uses_shards_cells_and_areas_when_present(tmp_path):
     assert "from cells.parquet" in text
     assert "Independent areas" in text and "<th>nyc</th><td>5</td><td>40.0%</td><td>150.0</td>" in text
     assert "Not shown" not in text
+
+
+def test_report_of_a_moved_compare_folder_in_the_current_form(tmp_path):
+    """compare.json's absolute paths point at the old place: the runs are found beside it."""
+    root = make_compare(tmp_path / "cmp")
+    old = json.loads((root / "compare.json").read_text())
+    runs = [{"label": lab, "path": f"/nowhere/{lab}", **old["runs"][lab]} for lab in old["policies"]]
+    write_json_atomic(root / "compare.json", {"trace": "/nowhere/t.parquet", "baseline": "batch-2s", "runs": runs})
+    text = " ".join(parse(build_report(root)).text)
+    assert "greedy against batch-2s:" in text  # the baseline compare.json names
+    assert "Not shown" not in text
+
+
+def test_compare_json_without_labels_is_a_clear_error(tmp_path):
+    root = make_compare(tmp_path / "cmp")
+    write_json_atomic(root / "compare.json", {"runs": [{"path": "x"}]})
+    with pytest.raises(MatcherError, match="run 0 has no label"):
+        build_report(root)

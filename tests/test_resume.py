@@ -51,6 +51,7 @@ class _CrashAfter:
         pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_equals_an_uninterrupted_run(trace, tmp_path):
     cfg = RunConfig(trace=str(trace), out=str(tmp_path / "full"), drivers=40, quiet=True, checkpoint_every_s=900)
     full = run_replay(cfg)
@@ -70,6 +71,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trace, tmp_path):
     assert not (tmp_path / "cut" / CHECKPOINT).exists()  # a finished run keeps no checkpoint
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(trace, tmp_path):
     """A real kill -9 of `matcher replay`, then `matcher replay --resume OUT`."""
     out = tmp_path / "killed"

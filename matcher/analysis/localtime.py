@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import numpy as np
 
+from matcher.core import geo
 from matcher.errors import MatcherError
 
 
@@ -49,7 +50,7 @@ def zone_at(lat, lng) -> str | None:
     """The IANA zone at the median of the valid points, or None without any."""
     lat = np.asarray(lat, dtype=np.float64)
     lng = np.asarray(lng, dtype=np.float64)
-    ok = np.isfinite(lat) & np.isfinite(lng) & (np.abs(lat) <= 90) & (np.abs(lng) <= 180)
+    ok = geo.valid_coords(lat, lng)
     if not ok.any():
         return None
     from timezonefinder import TimezoneFinder

@@ -53,7 +53,8 @@ From OUT/ticks.parquet (one row per tick)
 From OUT/shards.parquet (one row per tick and shard) and ticks.parquet
     ``shard_balance`` = max over mean of each shard's total ``solve_ms`` (CPU,
     both rounds) over the run; 1.0 is perfect (null without shards.parquet or
-    with no CPU measured).
+    with no CPU measured). In a run split into areas a shard is (``area``,
+    ``shard``): every area has its own shards.
     ``coordinator_solve_share`` = sum(ticks ``coordinator_ms``) / (that +
     sum(shards ``solve_ms``)): the coordinator's share of all solve CPU.
     ``modeled_speedup`` = median over ticks of (``shard_cpu_ms`` +
@@ -66,7 +67,8 @@ From the run meta (OUT/run.json, written by the engine)
     ``drivers`` = distinct drivers with a ``driver_online`` event,
     ``quarantined`` = rows of OUT/quarantine.parquet (0 without the file),
     ``sim_seconds`` = last ts - first ts of the log, the others null.
-    ``trace`` and ``backend`` are copied when the meta has them.
+    ``trace``, ``backend``, ``world`` (the preset) and ``settings`` (every option that differs
+    from the full world's default, docs/models.md) are copied when the meta has them.
 
 Other extras
     ``requests_per_hour_peak``  the most ``request`` events in one clock hour (UTC).
@@ -84,6 +86,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from matcher.errors import MatcherError
 from matcher.io import atomic
@@ -105,7 +108,26 @@ def scan_events(out_dir: str | os.PathLike, columns: list[str] | None = None) ->
     Any hive partitioning is accepted: a column kept only in the path is restored,
     columns of the files win over the path, and types are cast to the EVENTS schema.
     """
-    pattern = events_glob(out_dir)
+    return _scan(events_glob(out_dir), out_dir, columns)
+
+
+def scan_event_partitions(
+    out_dir: str | os.PathLike, columns: list[str] | None = None
+) -> list[tuple[pl.LazyFrame, int]]:
+    """(LazyFrame, rows) of each ``OUT/events/area=NAME/`` partition of a split run (docs/run-output.md),
+    in name order; [] for a log that is not partitioned by area. A request's events all lie in
+    one partition, so per-request figures can be computed partition by partition."""
+    folders = sorted(p for p in (Path(out_dir) / "events").glob("area=*") if p.is_dir())
+    parts = []
+    for folder in folders:
+        files = sorted(folder.glob("*.parquet"))
+        if files:
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+            parts.append((_scan(f"{os.fspath(folder)}/*.parquet", out_dir, columns), rows))
+    return parts
+
+
+def _scan(pattern: str, out_dir, columns: list[str] | None) -> pl.LazyFrame:
     if not glob.glob(pattern, recursive=True):
         raise MatcherError(f"{out_dir}: no event files (expected {pattern})")
     lf = pl.scan_parquet(pattern, hive_partitioning=True)
@@ -350,8 +372,9 @@ def _shard_figures(out_dir: str | os.PathLike, ticks: pl.DataFrame | None) -> di
     path = Path(out_dir) / "shards.parquet"
     if not path.exists():
         return out
-    sh = pl.read_parquet(path, columns=["shard", "solve_ms"])
-    per = sh.group_by("shard").agg(pl.col("solve_ms").sum())["solve_ms"].to_numpy()
+    sh = pl.read_parquet(path)
+    keys = ["area", "shard"] if "area" in sh.columns else ["shard"]  # a split run: each area has its own shards
+    per = sh.group_by(keys).agg(pl.col("solve_ms").sum())["solve_ms"].to_numpy()
     if per.size and per.mean() > 0:
         out["shard_balance"] = float(per.max() / per.mean())
     if ticks is None or "coordinator_ms" not in ticks.columns:
@@ -390,11 +413,17 @@ def request_slices(events: pl.LazyFrame, n_events: int):
         yield ordered(part.collect())
 
 
-def _per_request(events: pl.LazyFrame, n_events: int, columns: list[str], last_ts=None) -> tuple[pl.DataFrame, float]:
-    """(``columns`` of :func:`request_table` in its row order, busy seconds or 0 without ``last_ts``), slice by slice."""
+def _per_request(
+    events: pl.LazyFrame, n_events: int, columns: list[str], last_ts=None, parts=None
+) -> tuple[pl.DataFrame, float]:
+    """(``columns`` of :func:`request_table` in its row order, busy seconds or 0 without ``last_ts``), slice by slice.
+
+    ``parts`` ((LazyFrame, rows) that each hold all the events of their requests, e.g. the areas
+    of a split run) are sliced one by one, so no pass reads the whole log."""
     keep = list(dict.fromkeys(["request_id", "request_ts", *columns]))
     slices, busy_s = [], 0.0
-    for ev in request_slices(events, n_events):
+    sources = parts if parts else [(events, n_events)]
+    for ev in (s for lf, n in sources for s in request_slices(lf, n)):
         reqs = request_table(ev)
         if last_ts is not None and ev.height:
             busy_s += busy_time(ev, last_ts, reqs)
@@ -410,7 +439,7 @@ def run_request_table(out_dir: str | os.PathLike, columns: list[str] | None = No
     n_events = lf.select(pl.len()).collect().item()
     if columns is None:
         columns = request_table(ordered(lf.head(0).collect())).columns
-    return _per_request(lf, n_events, columns)[0]
+    return _per_request(lf, n_events, columns, parts=scan_event_partitions(out_dir, SUMMARY_COLUMNS))[0]
 
 
 def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.DataFrame | None = None) -> dict:
@@ -431,7 +460,8 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
     counts = lf.group_by("kind").len().collect()
     count = dict(zip(counts["kind"].to_list(), counts["len"].to_list()))
 
-    reqs, busy_s = _per_request(lf, n_events, _REQUEST_FIGURES, last_ts)
+    parts = scan_event_partitions(out_dir, SUMMARY_COLUMNS) if events is None else None
+    reqs, busy_s = _per_request(lf, n_events, _REQUEST_FIGURES, last_ts, parts)
     shifts = ordered(lf.filter(pl.col("kind").is_in(("driver_online", "driver_offline"))).collect())
     online_s = online_time(shifts, last_ts)
 
@@ -491,7 +521,7 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
         "busy_driver_hours": busy_s / 3600.0,
         "online_driver_hours": online_s / 3600.0,
     }
-    for key in ("trace", "backend"):  # passed through from the meta when present
+    for key in ("trace", "backend", "world", "settings"):  # passed through from the meta when present
         if meta.get(key) is not None:
             summary[key] = meta[key]
     return clean_json(summary)

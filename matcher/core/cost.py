@@ -1,13 +1,17 @@
 """Pickup cost: an ETA in seconds, not a straight-line distance.
 
-The model is pluggable: anything with ``pickup_eta_s(dist_m, bearing_deg,
-heading_deg, speed_mps)`` works. The default knows that a driver heading away
-from the pickup has to turn around first.
+The model is chosen by configuration: ``EtaConfig.model`` names one of
+:data:`ETA_MODELS`, and :func:`make_eta` builds it. The shards (what the matcher
+believes) and the world (how long driving really takes, at the world's driving
+speed) both build their model here, so a new model is one class plus one entry
+in the table. The default knows that a driver heading away from the pickup has
+to turn around first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -17,9 +21,23 @@ from matcher.core.arrays import ArrayLike, F64Array
 
 
 class EtaModel(Protocol):
+    """What the matcher and the world ask of an ETA model."""
+
+    @property
+    def cfg(self) -> EtaConfig:
+        """The configuration the model was built from."""
+        ...
+
     def pickup_eta_s(
         self, dist_m: ArrayLike, bearing_deg: ArrayLike, heading_deg: ArrayLike, speed_mps: ArrayLike
-    ) -> F64Array: ...
+    ) -> F64Array:
+        """Seconds for a driver at ``dist_m`` (great circle), heading ``heading_deg`` at ``speed_mps``,
+        to reach a pickup at bearing ``bearing_deg``. Broadcasts over arrays."""
+        ...
+
+    def drive_s(self, dist_m: float) -> float:
+        """Seconds to drive ``dist_m`` of great-circle distance, from a standing start."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,3 +58,23 @@ class StraightLineEta:
         travel = np.asarray(dist_m, np.float64) * (c.detour_factor / c.city_speed_mps)
         away = 0.5 * (1.0 - np.cos(np.radians(np.asarray(bearing_deg, np.float64) - np.asarray(heading_deg))))
         return travel + np.where(np.asarray(speed_mps) >= c.moving_mps, c.turnaround_s * away, 0.0)
+
+    def drive_s(self, dist_m: float) -> float:
+        return dist_m * self.cfg.detour_factor / self.cfg.city_speed_mps
+
+
+ETA_MODELS: dict[str, Callable[[EtaConfig], EtaModel]] = {"straight_line": StraightLineEta}
+
+
+def make_eta(cfg: EtaConfig, speed_mps: float | None = None) -> EtaModel:
+    """The ETA model ``cfg.model`` names, optionally at another speed (the world's driving speed).
+
+    Raises ValueError naming the known models for an unknown name.
+    """
+    try:
+        cls = ETA_MODELS[cfg.model]
+    except KeyError:
+        raise ValueError(f"unknown ETA model {cfg.model!r} (known: {', '.join(sorted(ETA_MODELS))})") from None
+    if speed_mps is not None:
+        cfg = replace(cfg, city_speed_mps=speed_mps)
+    return cls(cfg)

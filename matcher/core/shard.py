@@ -32,7 +32,7 @@ from matcher.config import MatchConfig, Policy
 from matcher.core.arrays import F64Array, I64Array
 from matcher.core.assignment import Edges, components, solve_batch, solve_greedy, unmatched_penalty
 from matcher.core.candidates import RequestBatch, find_candidates
-from matcher.core.cost import StraightLineEta
+from matcher.core.cost import make_eta
 from matcher.core.driver_table import DriverTable, Pings
 from matcher.core.states import DriverStatus
 
@@ -102,7 +102,7 @@ class ShardState:
     def __init__(self, shard: int, cfg: MatchConfig) -> None:
         self.shard = shard
         self.cfg = cfg
-        self.eta = StraightLineEta(cfg.eta)
+        self.eta = make_eta(cfg.eta)
         self.table = DriverTable()
         self._last: TickOutput | None = None  # result of the latest tick, for idempotent retries
         self._fresh = True  # no tick applied since construction

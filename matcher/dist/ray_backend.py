@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
@@ -313,4 +313,57 @@ class RayBackend:
             except Exception:  # noqa: BLE001, S110 - already gone
                 pass
         if self._started:
+            ray.shutdown()
+
+
+def run_tasks(
+    fn: Callable[..., Any],
+    jobs: list[tuple[Any, ...]],
+    labels: list[str],
+    num_cpus: float,
+    target: RayTarget,
+    max_retries: int = 3,
+) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(*jobs[i])`` for every job as a Ray task asking for ``num_cpus`` CPUs each and
+    yield ``(i, result)`` as each task finishes (in completion order).
+
+    Tasks are submitted in list order, so Ray starts them in that order as CPUs free up
+    (give the biggest first). A task whose worker dies is run again (``max_retries``), so
+    ``fn`` must be safe to re-run (a split replay's area task resumes from its checkpoint).
+    A task that raises stops the others and raises one ``MatcherError`` naming its label.
+    On an embedded Ray (no ``address``), a task that could never be placed fails at once.
+    """
+    started = connect(target)
+    refs: list[Any] = []
+    finished: set[int] = set()
+    try:
+        if target.address is None:
+            cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]  # ray is untyped
+            if num_cpus > cpus:
+                raise MatcherError(f"each area task asks for {num_cpus} CPU but this machine's Ray has {cpus:g}")
+        remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries)(fn)
+        refs = [remote.remote(*job) for job in jobs]
+        index = {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                i = index[ref]
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    cause = e.cause if getattr(e, "cause", None) is not None else e
+                    raise MatcherError(f"{labels[i]}: {type(cause).__name__}: {cause}") from None
+                except ray.exceptions.RayError as e:
+                    raise MatcherError(f"{labels[i]}: the task was lost ({type(e).__name__})") from None
+                finished.add(i)
+                yield i, result
+    finally:
+        for i, ref in enumerate(refs):
+            if i not in finished:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+        if started:
             ray.shutdown()

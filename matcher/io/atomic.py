@@ -88,6 +88,13 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def move_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename the folder ``src`` to ``dst`` (same file system: atomic) and fsync both parents."""
+    os.replace(src, dst)
+    _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    _fsync_dir(os.path.dirname(os.path.abspath(src)))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path to write (and close); on success it is committed to ``path``
@@ -127,3 +134,12 @@ def remove_leftovers(folder: str | os.PathLike) -> int:
         f.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def sync_append(f: Any, created: str | os.PathLike | None = None) -> None:
+    """fsync an open file that is appended to in place (the live service's journal: its group
+    commit), and the folder too when the file was just ``created`` (so that its name survives)."""
+    f.flush()
+    os.fsync(f.fileno())
+    if created is not None:
+        _fsync_dir(os.path.dirname(os.path.abspath(created)))

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from matcher.core.states import DriverStatus
 from matcher.io.atomic import atomic_path
-from matcher.io.schemas import EVENT_KINDS, EVENTS, LOCATIONS
+from matcher.io.schemas import CELLS, EVENT_KINDS, EVENTS, LOCATIONS
 
 KIND = {k: i for i, k in enumerate(EVENT_KINDS)}
 _KIND_ARR = pa.array(EVENT_KINDS, pa.string())
@@ -38,6 +38,11 @@ class PartWriter:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.part = first_part
+
+    def write_empty(self, table: pa.Table) -> None:
+        """A part with no rows (a run with nothing to log still has a readable dataset)."""
+        write_atomic(table, self.folder / f"part-{self.part:05d}.parquet")
+        self.part += 1
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows:
@@ -226,3 +231,98 @@ class LocationLog:
         if self._parts:
             self.out.write(pa.concat_tables(self._parts))
         self._parts, self._rows = [], 0
+
+
+class StagedTable:
+    """One Parquet file (``path``) that grows as a run goes, with bounded memory and no loss at a crash.
+
+    Rows are buffered as columns and written as whole part files to a hidden staging folder
+    beside ``path`` (``.NAME.parts/part-*.parquet``, each atomic); :meth:`finish` combines the
+    parts, in order, into ``path`` (atomically) and removes the folder. A writer that is
+    killed leaves its parts; a new StagedTable on the same path continues after them (or
+    from ``first_part``: a replay resumed from a checkpoint drops the parts written after it).
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, rows_per_part: int = 200_000, first_part: int | None = None):
+        self.path, self.schema = Path(path), schema
+        self.stage = self.path.with_name(f".{self.path.stem}.parts")
+        if first_part is None:
+            first_part = 1 + max((int(f.stem.split("-")[1]) for f in self.stage.glob("part-*.parquet")), default=-1)
+        else:
+            for f in self.stage.glob("part-*.parquet"):
+                if int(f.stem.split("-")[1]) >= first_part:
+                    f.unlink()
+        self.out = PartWriter(self.stage, first_part)
+        self.rows_per_part = rows_per_part
+        self._parts: list[pa.Table] = []
+        self._rows = 0
+
+    def add(self, columns: dict) -> None:
+        """Append rows given as {column: array} (every column of the schema)."""
+        arrays = [
+            v.cast(f.type) if isinstance(v := columns[f.name], pa.Array) else pa.array(v, f.type) for f in self.schema
+        ]
+        t = pa.Table.from_arrays(arrays, schema=self.schema)
+        if t.num_rows:
+            self._parts.append(t)
+            self._rows += t.num_rows
+        if self._rows >= self.rows_per_part:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            self.out.write(pa.concat_tables(self._parts))
+        self._parts, self._rows = [], 0
+
+    def finish(self) -> Path:
+        """Combine every part (this writer's and any earlier one's) into ``path``; returns it."""
+        self.flush()
+        parts = sorted(self.stage.glob("part-*.parquet"), key=lambda f: int(f.stem.split("-")[1]))
+        with atomic_path(self.path) as tmp, pq.ParquetWriter(tmp, self.schema, compression="zstd") as w:
+            for f in parts:
+                w.write_table(pq.read_table(f, schema=self.schema))
+        for f in parts:
+            f.unlink()
+        if self.stage.exists() and not any(self.stage.iterdir()):
+            self.stage.rmdir()
+        return self.path
+
+
+class CellLog:
+    """OUT/cells.parquet (schema CELLS): the per-tick surge figures of every tracked cell."""
+
+    def __init__(self, out: Path, first_part: int | None = None):
+        self.table = StagedTable(Path(out) / "cells.parquet", CELLS, first_part=first_part)
+
+    def add(self, tick: int, ts_ms: int, cells, precision: int) -> None:
+        """``cells``: a :class:`matcher.core.surge.CellTick`."""
+        n = len(cells)
+        if n == 0:
+            return
+        from matcher.core import geo
+
+        self.table.add(
+            {
+                "tick": np.full(n, tick, np.int64),
+                "ts": pa.array(np.full(n, ts_ms, np.int64)).cast(CELLS.field("ts").type),
+                "cell": geo.int_to_str(cells.cells, precision),
+                "demand": cells.demand_now.astype(np.int32),
+                "supply": cells.supply_now.astype(np.int32),
+                "demand_ewma": cells.demand,
+                "supply_ewma": cells.supply,
+                "ratio": cells.ratio,
+                "surge_multiplier": cells.multiplier,
+            }
+        )
+
+    def flush(self) -> None:
+        self.table.flush()
+
+    def drop_after_checkpoint(self) -> None:
+        """After a resume: remove the parts written after the checkpoint this log was saved in."""
+        for f in self.table.stage.glob("part-*.parquet"):
+            if int(f.stem.split("-")[1]) >= self.table.out.part:
+                f.unlink()
+
+    def finish(self) -> Path:
+        return self.table.finish()

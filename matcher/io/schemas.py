@@ -81,6 +81,21 @@ LOCATIONS = pa.schema(
     ]
 )
 
+# cells.parquet: per-tick surge figures of every tracked geohash cell (matcher.core.surge).
+CELLS = pa.schema(
+    [
+        pa.field("tick", pa.int64(), nullable=False),
+        pa.field("ts", TS, nullable=False),
+        pa.field("cell", pa.string(), nullable=False),  # geohash, SurgeConfig.precision characters
+        pa.field("demand", pa.int32(), nullable=False),  # open requests in the cell at this tick
+        pa.field("supply", pa.int32(), nullable=False),  # available drivers in the cell at this tick
+        pa.field("demand_ewma", pa.float64(), nullable=False),
+        pa.field("supply_ewma", pa.float64(), nullable=False),
+        pa.field("ratio", pa.float64(), nullable=False),  # demand_ewma / max(supply_ewma, min_supply)
+        pa.field("surge_multiplier", pa.float64(), nullable=False),
+    ]
+)
+
 # quarantine.parquet: the offending row's columns as strings, plus why.
 QUARANTINE_BASE = pa.schema(
     [

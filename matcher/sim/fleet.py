@@ -11,6 +11,7 @@ from matcher.config import RIDE_TYPES, VEHICLE_TYPES
 from matcher.errors import MatcherError
 from matcher.io import trace
 from matcher.sim import rand
+from matcher.sim.rand import RandStream
 from matcher.sim.world import Fleet
 
 
@@ -28,7 +29,7 @@ def synthesize(n: int, reqs: pa.Table, seed: int) -> tuple[Fleet, pa.Array]:
     black cars in the same shares; everything else is uberx).
     """
     m = reqs.num_rows
-    pick = np.minimum((rand.uniform(seed, rand.FLEET, np.arange(n), 0) * m).astype(np.int64), m - 1)
+    pick = np.minimum((rand.uniform(seed, RandStream.FLEET, np.arange(n), 0) * m).astype(np.int64), m - 1)
     lat = reqs.column("pickup_lat").to_numpy()[pick]
     lng = reqs.column("pickup_lng").to_numpy()[pick]
     rt = (
@@ -38,13 +39,13 @@ def synthesize(n: int, reqs: pa.Table, seed: int) -> tuple[Fleet, pa.Array]:
     )
     share = np.bincount(rt, minlength=len(RIDE_TYPES)) / max(m, 1)
     p_xl, p_black = share[RIDE_TYPES.index("xl")], share[RIDE_TYPES.index("black")]
-    u = rand.uniform(seed, rand.FLEET, np.arange(n), 1)
+    u = rand.uniform(seed, RandStream.FLEET, np.arange(n), 1)
     vehicle = np.where(
         u < p_black,
         VEHICLE_TYPES.index("black"),
         np.where(u < p_black + p_xl, VEHICLE_TYPES.index("xl"), VEHICLE_TYPES.index("uberx")),
     ).astype(np.int8)
-    rating = (4.5 + 0.5 * rand.uniform(seed, rand.FLEET, np.arange(n), 2)).astype(np.float32)
+    rating = (4.5 + 0.5 * rand.uniform(seed, RandStream.FLEET, np.arange(n), 2)).astype(np.float32)
     ids = pa.array([f"d{i:06d}" for i in range(n)], pa.string())
     inf = np.full(n, np.inf)
     return Fleet(lat, lng, vehicle, rating, -inf, inf), ids

@@ -35,6 +35,8 @@ from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
 from matcher.io.schemas import SHARDS
 from matcher.sim import fleet as fleet_mod
+from matcher.sim import scenario
+from matcher.sim.cells import ReplayCells
 from matcher.sim.world import Fleet, Requests, World
 
 _log = logging.getLogger("matcher")
@@ -78,10 +80,18 @@ def _requests(table: pa.Table) -> tuple[Requests, pa.Array, int]:
 
 def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("events", "locations"):
+    for name in ("events", "locations", "areas"):
         if (out / name).exists():
             shutil.rmtree(out / name)
-    for name in ("summary.json", "run.json", "ticks.parquet", "shards.parquet", "quarantine.parquet", CHECKPOINT):
+    for name in (
+        "summary.json",
+        "run.json",
+        "ticks.parquet",
+        "shards.parquet",
+        "quarantine.parquet",
+        "cells.parquet",
+        CHECKPOINT,
+    ):
         (out / name).unlink(missing_ok=True)
 
 
@@ -99,6 +109,7 @@ class LoopState:
     wall_before: float = 0.0  # wall seconds of the sessions before a resume
     failed_ticks: int = 0
     next_checkpoint: float = 0.0
+    cells: ReplayCells | None = None  # OUT/cells.parquet (surge per cell and tick)
 
 
 def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = make_backend) -> dict:
@@ -114,6 +125,11 @@ def run_replay(cfg: RunConfig, progress=None, backend_factory: BackendFactory = 
     _announce(out)
     _prepare_out(out)
     trace.write_quarantine(inputs.quarantine, out / "quarantine.parquet")
+    from matcher.sim import areas  # a trace of several independent areas replays them separately
+
+    split = areas.split(cfg, inputs)
+    if split is not None:
+        return areas.run_split(cfg, inputs, split, progress=progress)
     return _run(cfg, inputs, resume=None, progress=progress, backend_factory=backend_factory)
 
 
@@ -153,26 +169,39 @@ def resume_replay(
     finished log equals an uninterrupted run's and holds no duplicate.
     """
     out = Path(out_dir)
+    from matcher.sim import areas
+
+    if areas.is_split_run(out):
+        return areas.resume_split(out, progress=progress, quiet=quiet)
     path = out / CHECKPOINT
     if not path.exists():
         if (out / "summary.json").exists():
             raise MatcherError(f"{out}: the run is already complete (summary.json exists)")
         raise MatcherError(f"{out}: no checkpoint to resume from ({CHECKPOINT} missing)")
-    try:
-        with open(path, "rb") as f:
-            ck = _CheckpointUnpickler(f).load()
-    except Exception as e:
-        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+    ck = read_checkpoint(path)
     cfg: RunConfig = ck["cfg"]
     if quiet is not None:
         cfg = replace(cfg, quiet=quiet)
+    discard_after_checkpoint(out, ck)
+    _announce(out)
+    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
+
+
+def read_checkpoint(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _CheckpointUnpickler(f).load()
+    except Exception as e:
+        raise MatcherError(f"{path}: unreadable checkpoint ({type(e).__name__})") from e
+
+
+def discard_after_checkpoint(out: Path, ck: dict) -> None:
+    """Remove what a run folder got after its checkpoint ``ck``: a resume writes it again."""
     for folder, first in (("events", ck["events_part"]), ("locations", ck.get("locations_part", 0))):
         for f in sorted((out / folder).glob("part-*.parquet")) if (out / folder).exists() else []:
             if int(f.stem.split("-")[1]) >= first:
                 f.unlink()  # written after the checkpoint: they will be written again
     remove_leftovers(out)  # a part file that was being written when the run died
-    _announce(out)
-    return _run(cfg, _load_inputs(cfg), resume=ck, progress=progress, backend_factory=backend_factory)
 
 
 @dataclass
@@ -185,6 +214,7 @@ class Inputs:
     fleet: Fleet
     driver_ids: pa.Array
     quarantine: list[pa.Table]  # rows left out (requests, then drivers)
+    seq_base: int = 0  # seq of the first event (an area of a split run starts at its own base)
 
 
 def _load_inputs(cfg: RunConfig) -> Inputs:
@@ -204,11 +234,12 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
     backend = backend_factory(cfg.shard, cfg.match, f"matcher-{out.name}-{int(time.time())}")
     try:
         if resume is None:
-            log = EventLog(out / "events", request_ids, driver_ids, t0_ms)
+            log = EventLog(out / "events", request_ids, driver_ids, t0_ms, first_seq=inputs.seq_base)
             locations = LocationLog(out / "locations", driver_ids, t0_ms) if cfg.record_locations else None
             world = World(reqs, fleet, sim, cfg.match, log)
             coord = Coordinator(backend, make_router(cfg.shard, cfg.match), len(fleet), cfg.match, cfg.shard)
             st = LoopState(last_sent=np.full(len(fleet), -np.inf), next_checkpoint=cfg.checkpoint_every_s)
+            st.cells = ReplayCells(out, t0_ms)
         else:
             log = EventLog(
                 out / "events",
@@ -227,6 +258,8 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
             world, coord, st = resume["world"], resume["coord"], resume["loop"]
             world.log = log
             coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
+            if getattr(st, "cells", None) is not None:
+                st.cells.resumed()
         log.locate = coord.route_requests  # `shard` of the request and expire events
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
@@ -236,6 +269,8 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
     log.flush()
     if locations is not None:
         locations.flush()
+    if getattr(st, "cells", None) is not None:
+        st.cells.finish()
     ticks = st.ticks
     tick_table = pa.table(ticks, schema=TICKS_SCHEMA) if ticks["tick"] else TICKS_SCHEMA.empty_table()
     if len(tick_table):
@@ -262,6 +297,7 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
         "failed_ticks": st.failed_ticks,
         "trace": str(cfg.trace),
         "config": _jsonable(asdict(cfg)),
+        **_jsonable(scenario.describe(cfg)),  # world, settings (non-default) and the whole scenario
     }
     metrics.write_json_atomic(out / "run.json", meta)
     del world, coord, log, inputs, reqs  # the summary reads the log back from disk: free the run's state first
@@ -279,6 +315,8 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
         locations.flush()
     st.wall_before = wall_so_far
     coord.finish()
+    if st.cells is not None:
+        st.cells.flush()
     state = {
         "cfg": cfg,
         "world": world,
@@ -345,6 +383,8 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
                 _log.warning("tick %d failed (%s: %s); its requests wait for the next tick", k, type(e).__name__, e)
                 continue
             world.apply_matches(t, k, m.req, m.key, m.eta, m.dist, m.lat, m.lng, shard_of)
+            if st.cells is not None:
+                st.cells.tick(world, k, t, idx)
             for name, v in (
                 ("tick", k),
                 ("ts", t),

@@ -14,19 +14,22 @@ attempt, driver), so a run is a pure function of trace, fleet, options and seed.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
 from matcher.config import MatchConfig, SimConfig
 from matcher.core import geo
-from matcher.core.cost import StraightLineEta
+from matcher.core.cost import make_eta
 from matcher.core.driver_table import Pings
 from matcher.core.states import DriverStatus as D
 from matcher.core.states import RideState as R
 from matcher.core.states import check_driver, check_ride
 from matcher.io.eventlog import EventLog
-from matcher.sim import rand
+from matcher.sim import kinematics, rand
+from matcher.sim.rand import RandStream
 
 # plain ints: enum attribute lookups cost more than the rest of an event's handling
 _AVAILABLE = int(D.AVAILABLE)
@@ -44,8 +47,28 @@ _R_IN_PROGRESS = int(R.IN_PROGRESS)
 _R_MATCHED = int(R.MATCHED)
 _R_SEARCHING = int(R.SEARCHING)
 
-# heap entry kinds
-_ARRIVAL, _RESPOND, _AT_PICKUP, _AT_DROPOFF, _RIDER_CANCEL, _EXPIRE, _SHIFT_START, _SHIFT_END, _FAULT, _BACK = range(10)
+
+class Happening(IntEnum):
+    """Kinds of heap entries (the index of each one's handler in ``World._HANDLERS``).
+
+    The values are stored in checkpoints: never renumber them.
+    """
+
+    ARRIVAL = 0
+    RESPOND = 1
+    AT_PICKUP = 2
+    AT_DROPOFF = 3
+    RIDER_CANCEL = 4
+    EXPIRE = 5
+    SHIFT_START = 6
+    SHIFT_END = 7
+    FAULT = 8
+    BACK = 9
+
+
+_RESPOND, _AT_PICKUP, _AT_DROPOFF = int(Happening.RESPOND), int(Happening.AT_PICKUP), int(Happening.AT_DROPOFF)
+_RIDER_CANCEL, _EXPIRE, _SHIFT_START = int(Happening.RIDER_CANCEL), int(Happening.EXPIRE), int(Happening.SHIFT_START)
+_SHIFT_END, _FAULT, _BACK = int(Happening.SHIFT_END), int(Happening.FAULT), int(Happening.BACK)
 
 
 @dataclass
@@ -81,7 +104,8 @@ class World:
     def __init__(self, reqs: Requests, fleet: Fleet, sim: SimConfig, match: MatchConfig, log: EventLog):
         self.r, self.f, self.sim, self.log = reqs, fleet, sim, log
         self.seed = sim.seed
-        self.eta = StraightLineEta(match.eta)
+        self.eta = make_eta(match.eta)  # what the matcher believes
+        self.drive = make_eta(match.eta, speed_mps=sim.trip_speed_mps)  # how long driving really takes
         n, m = len(reqs), len(fleet)
         self._fill_dropoffs()
         # rides
@@ -105,11 +129,15 @@ class World:
         self.changed = np.full(m, -np.inf)  # time of the latest status change
         # GPS: pings every interval at a per-driver phase; silent inside a dropout window
         keys = np.arange(m)
-        self.phase = rand.uniform(self.seed, rand.GPS_GAP, keys, -1) * sim.ping_interval_s
+        self.phase = rand.uniform(self.seed, RandStream.GPS_GAP, keys, -1) * sim.ping_interval_s
         self.gps_n = np.zeros(m, np.int64)
         self.gps_from = np.full(m, np.inf)
         self.gps_until = np.full(m, np.inf)
+        # faults: each online driver's chain of fault times (a renewal process keyed by
+        # (driver, n)); only the next fault of a busy driver sits in the heap (see _schedule_fault)
         self.fault_n = np.zeros(m, np.int64)
+        self.fault_at = np.full(m, np.inf)  # the chain's next fault (inf: no chain)
+        self.fault_queued = np.zeros(m, bool)  # ... and it is in the heap
         self._heap: list = []
         self._hseq = 0
         self._offer_t: dict[tuple[int, int], float] = {}
@@ -124,6 +152,17 @@ class World:
         d["log"] = None  # the event log is re-opened by a resume
         return d
 
+    def __setstate__(self, d: dict) -> None:
+        self.__dict__.update(d)
+        if "drive" not in d:  # a checkpoint from before the driving model (the CLI set both speeds equal)
+            self.drive = make_eta(self.eta.cfg, speed_mps=self.sim.trip_speed_mps)
+        if "fault_at" not in d:  # a checkpoint from before parked fault chains: every chain is in the heap
+            m = len(self.status)
+            self.fault_at, self.fault_queued = np.full(m, np.inf), np.zeros(m, bool)
+            for t, _, kind, a, _b, _c in self._heap:
+                if kind == _FAULT:
+                    self.fault_at[a], self.fault_queued[a] = t, True
+
     # ------------------------------------------------------------------ setup
     def _fill_dropoffs(self) -> None:
         """A trace without dropoffs (e.g. Uber 2014: pickups only) gets, for each such
@@ -132,7 +171,7 @@ class World:
         r = self.r
         miss = np.flatnonzero(np.isnan(r.dlat) | np.isnan(r.dlng))
         if len(miss):
-            j = np.minimum((rand.uniform(self.seed, rand.TRIP_LEN, miss) * len(r)).astype(np.int64), len(r) - 1)
+            j = np.minimum((rand.uniform(self.seed, RandStream.TRIP_LEN, miss) * len(r)).astype(np.int64), len(r) - 1)
             r.dlat[miss], r.dlng[miss] = r.plat[j], r.plng[j]
 
     def _schedule_gps(self, keys: np.ndarray, after: np.ndarray | float) -> None:
@@ -140,17 +179,75 @@ class World:
         if rate <= 0 or len(keys) == 0:
             return
         n = self.gps_n[keys]
-        gap = rand.exponential(1.0 / rate, self.seed, rand.GPS_GAP, keys, n)
-        dur = rand.exponential(self.sim.gps_dropout_mean_s, self.seed, rand.GPS_LEN, keys, n)
+        gap = rand.exponential(1.0 / rate, self.seed, RandStream.GPS_GAP, keys, n)
+        dur = rand.exponential(self.sim.gps_dropout_mean_s, self.seed, RandStream.GPS_LEN, keys, n)
         self.gps_from[keys] = after + gap
         self.gps_until[keys] = after + gap + dur
         self.gps_n[keys] = n + 1
 
+    def _roll_gps(self, t: float) -> None:
+        """Draw the dropout windows that are over by t, until each driver's current or next one.
+
+        The same windows as drawing them one by one (:meth:`_schedule_gps`), but in blocks
+        that grow 8x per round: a long stretch of empty time (years without a request) costs
+        a few vector operations, not one per dropout.
+        """
+        over = np.flatnonzero(self.gps_until <= t)
+        if len(over):
+            self._schedule_gps(over, self.gps_until[over])  # the common case: one window per driver
+            over = over[self.gps_until[over] <= t]
+        rate = self.sim.gps_dropout_rate_per_h / 3600.0
+        block = 8
+        while len(over):
+            n = self.gps_n[over][:, None] + np.arange(block)
+            gap = rand.exponential(1.0 / rate, self.seed, RandStream.GPS_GAP, over[:, None], n)
+            dur = rand.exponential(self.sim.gps_dropout_mean_s, self.seed, RandStream.GPS_LEN, over[:, None], n)
+            steps = np.empty((len(over), 1 + 2 * block))
+            steps[:, 0], steps[:, 1::2], steps[:, 2::2] = self.gps_until[over], gap, dur
+            acc = np.add.accumulate(steps, axis=1)  # sequential: ((until + gap) + dur) + gap ..., as one by one
+            froms, untils = acc[:, 1::2], acc[:, 2::2]
+            live = untils > t
+            found = live.any(axis=1)
+            j = np.where(found, np.argmax(live, axis=1), block - 1)
+            rows = np.arange(len(over))
+            self.gps_from[over], self.gps_until[over] = froms[rows, j], untils[rows, j]
+            self.gps_n[over] += j + 1
+            over = over[~found]
+            block = min(block * 8, 4096)
+
     def _schedule_fault(self, k: int, t: float) -> None:
+        """Start or continue driver k's fault chain after time t (the start of its shift or its last fault).
+
+        Empty time is free: a fault only matters to a busy driver (mid-ride it cancels the
+        ride; otherwise it is a no-op that draws the next one), so the chain is queued in
+        the heap only while the driver is busy. :meth:`_wake_faults` catches a parked chain
+        up when the driver becomes busy, drawing exactly the faults that would have fired
+        meanwhile: the same faults at the same times as firing each one, without a heap
+        entry (or a loop turn and a checkpoint) per idle fault.
+        """
         rate = self.sim.driver_fault_rate_per_h
         if rate > 0:
-            gap = rand.exponential1(3600.0 / rate, self.seed, rand.FAULT, k, int(self.fault_n[k]))
-            self._push(t + gap, _FAULT, k)
+            gap = rand.exponential1(3600.0 / rate, self.seed, RandStream.FAULT, k, int(self.fault_n[k]))
+            self.fault_at[k] = t + gap
+            if self.status[k] in (_EN_ROUTE, _ON_TRIP):
+                self._queue_fault(k)
+
+    def _wake_faults(self, k: int, t: float) -> None:
+        """Driver k becomes busy at t: the idle faults of its chain up to t fire (as no-ops), the next is queued."""
+        if self.fault_queued[k] or not np.isfinite(self.fault_at[k]):
+            return
+        mean = 3600.0 / self.sim.driver_fault_rate_per_h
+        at, n = float(self.fault_at[k]), int(self.fault_n[k])
+        while at <= t:
+            n += 1
+            at = at + rand.exponential1(mean, self.seed, RandStream.FAULT, k, n)
+        self.fault_at[k], self.fault_n[k] = at, n
+        self._queue_fault(k)
+
+    def _queue_fault(self, k: int) -> None:
+        if not self.fault_queued[k]:
+            self.fault_queued[k] = True
+            self._push(float(self.fault_at[k]), _FAULT, k)
 
     def _push(self, t: float, kind: int, a: int, b: int = -1, c: int = -1) -> None:
         heapq.heappush(self._heap, (t, self._hseq, kind, a, b, c))
@@ -158,26 +255,28 @@ class World:
 
     # -------------------------------------------------------------- positions
     def position(self, keys: np.ndarray, ts):
-        """(lat, lng, heading, speed) of drivers at time(s) ts, along their straight-line segment."""
+        """(lat, lng, heading, speed) of drivers at time(s) ts, along their segment (see kinematics)."""
         t0, t1 = self.t0[keys], self.t1[keys]
         span = t1 - t0
         safe = np.where(span > 0, span, 1.0)
         a = np.where(span > 0, np.clip((ts - t0) / safe, 0.0, 1.0), 1.0)
-        lat = self.lat0[keys] + (self.lat1[keys] - self.lat0[keys]) * a
-        lng = self.lng0[keys] + (self.lng1[keys] - self.lng0[keys]) * a
+        lat0, lng0, lat1, lng1 = self.lat0[keys], self.lng0[keys], self.lat1[keys], self.lng1[keys]
+        dist = geo.haversine_m(lat0, lng0, lat1, lng1)
+        lat, lng, hd = kinematics.interpolate(lat0, lng0, lat1, lng1, a, self.heading[keys], dist)
         moving = (span > 0) & (ts < t1) & (ts >= t0)
-        dist = geo.haversine_m(self.lat0[keys], self.lng0[keys], self.lat1[keys], self.lng1[keys])
         speed = np.where(moving, dist / safe, 0.0).astype(np.float32)
-        return lat, lng, self.heading[keys], speed
+        return lat, lng, hd, speed
 
     def _state1(self, k: int, t: float) -> tuple[float, float, float, float]:
-        """:meth:`position` of one driver, in plain floats (same arithmetic, no numpy overhead)."""
+        """:meth:`position` of one driver, in plain floats (same numbers, no numpy overhead)."""
         t0, t1 = float(self.t0[k]), float(self.t1[k])
         lat0, lng0, lat1, lng1 = float(self.lat0[k]), float(self.lng0[k]), float(self.lat1[k]), float(self.lng1[k])
         span = t1 - t0
         a = min(max((t - t0) / span, 0.0), 1.0) if span > 0 else 1.0
-        speed = geo.haversine1(lat0, lng0, lat1, lng1) / span if span > 0 and t0 <= t < t1 else 0.0
-        return lat0 + (lat1 - lat0) * a, lng0 + (lng1 - lng0) * a, float(self.heading[k]), speed
+        dist = geo.haversine1(lat0, lng0, lat1, lng1)
+        speed = dist / span if span > 0 and t0 <= t < t1 else 0.0
+        lat, lng, hd = kinematics.interpolate1(lat0, lng0, lat1, lng1, a, float(self.heading[k]), dist)
+        return lat, lng, hd, speed
 
     def _pos1(self, k: int, t: float) -> tuple[float, float]:
         lat, lng, _, _ = self._state1(k, t)
@@ -235,104 +334,133 @@ class World:
                 self._push(float(ta) + self.sim.patience_s, _EXPIRE, i)
                 continue
             t, _, kind, a, b, c = heapq.heappop(self._heap)
-            self._handle(t, kind, a, b, c, tick)
+            self._HANDLERS[kind](self, t, a, b, c, tick)
 
-    def _handle(self, t: float, kind: int, a: int, b: int, c: int, tick: int) -> None:
-        log, sim = self.log, self.sim
-        if kind == _EXPIRE:
-            if self.state[a] == _R_SEARCHING:
-                self._ride(a, _R_EXPIRED)
-                self._end_ride(a)
-                log.add(t, tick, "expire", req=a, lat=self.r.plat[a], lng=self.r.plng[a])
-        elif kind == _RESPOND:
-            k, i = a, b
-            if self.ride[k] != i or self.attempt[i] != c or self.state[i] != _R_MATCHED:
-                return  # the offer ended before the answer (rider cancelled)
-            lat, lng, hd, sp = self._state1(k, t)
-            accept = rand.uniform1(self.seed, rand.ACCEPT, i, c) < sim.accept_prob
-            answered = (t - self._offer_t.pop((k, i), t)) < sim.offer_timeout_s
-            if accept and answered:
-                self._ride(i, _R_ACCEPTED)
-                self._ride(i, _R_DRIVER_EN_ROUTE)
-                self._drv(k, _EN_ROUTE, t)
-                log.add(t, tick, "accept", req=i, key=k, lat=lat, lng=lng)
-                plat, plng = float(self.r.plat[i]), float(self.r.plng[i])
-                dist = geo.haversine1(lat, lng, plat, plng)
-                brg = geo.bearing1(lat, lng, plat, plng)
-                travel = float(self.eta.pickup_eta_s(dist, brg, hd, sp))
-                self._drive(k, t, plat, plng, travel)
-                self._push(t + travel, _AT_PICKUP, k, i)
-            else:
-                self._decline(k, i, t, tick, lat, lng)
-        elif kind == _AT_PICKUP:
-            k, i = a, b
-            if self.ride[k] != i or self.state[i] != _R_DRIVER_EN_ROUTE:
-                return
-            self._ride(i, _R_ARRIVED)
-            self._ride(i, _R_IN_PROGRESS)
-            self._drv(k, _ON_TRIP, t)
-            log.add(t, tick, "pickup", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
-            dur = self.r.trip_s[i]
-            if not np.isfinite(dur):
-                d = geo.haversine1(
-                    float(self.r.plat[i]), float(self.r.plng[i]), float(self.r.dlat[i]), float(self.r.dlng[i])
-                )
-                dur = d * self.eta.cfg.detour_factor / sim.trip_speed_mps + sim.dwell_s
-            self._drive(k, t, float(self.r.dlat[i]), float(self.r.dlng[i]), float(dur))
-            self._push(t + float(dur), _AT_DROPOFF, k, i)
-        elif kind == _AT_DROPOFF:
-            k, i = a, b
-            if self.ride[k] != i or self.state[i] != _R_IN_PROGRESS:
-                return
-            self._ride(i, _R_COMPLETED)
+    # ------------------------------------------------------------- handlers
+    # One handler per kind of heap entry, called as handler(self, t, a, b, c, tick); the
+    # dispatch table _HANDLERS is indexed by the kind (see Happening).
+
+    def _on_expire(self, t: float, i: int, _b: int, _c: int, tick: int) -> None:
+        """The rider's patience ran out: a request still searching expires."""
+        if self.state[i] == _R_SEARCHING:
+            self._ride(i, _R_EXPIRED)
             self._end_ride(i)
-            log.add(t, tick, "dropoff", req=i, key=k, lat=self.r.dlat[i], lng=self.r.dlng[i])
-            self._stop(k, t)
-            self._free(k, t, tick)
-        elif kind == _RIDER_CANCEL:
-            i = a
-            if self.attempt[i] != c or self.state[i] not in (_R_MATCHED, _R_ACCEPTED, _R_DRIVER_EN_ROUTE):
-                return
-            k = int(self.driver[i])
+            self.log.add(t, tick, "expire", req=i, lat=self.r.plat[i], lng=self.r.plng[i])
+
+    def _on_respond(self, t: float, k: int, i: int, c: int, tick: int) -> None:
+        """Driver k answers offer attempt c of request i: accept (and drive off) or decline."""
+        if self.ride[k] != i or self.attempt[i] != c or self.state[i] != _R_MATCHED:
+            return  # the offer ended before the answer (rider cancelled)
+        sim = self.sim
+        lat, lng, hd, sp = self._state1(k, t)
+        accept = rand.uniform1(self.seed, RandStream.ACCEPT, i, c) < sim.accept_prob
+        answered = (t - self._offer_t.pop((k, i), t)) < sim.offer_timeout_s
+        if not (accept and answered):
+            self._decline(k, i, t, tick, lat, lng)
+            return
+        self._ride(i, _R_ACCEPTED)
+        self._ride(i, _R_DRIVER_EN_ROUTE)
+        self._drv(k, _EN_ROUTE, t)
+        self._wake_faults(k, t)
+        self.log.add(t, tick, "accept", req=i, key=k, lat=lat, lng=lng)
+        plat, plng = float(self.r.plat[i]), float(self.r.plng[i])
+        dist = geo.haversine1(lat, lng, plat, plng)
+        brg = geo.bearing1(lat, lng, plat, plng)
+        travel = float(self.drive.pickup_eta_s(dist, brg, hd, sp))
+        self._drive(k, t, plat, plng, travel)
+        self._push(t + travel, _AT_PICKUP, k, i)
+
+    def _on_at_pickup(self, t: float, k: int, i: int, _c: int, tick: int) -> None:
+        """Driver k reaches request i's pickup: the rider boards and the trip starts."""
+        if self.ride[k] != i or self.state[i] != _R_DRIVER_EN_ROUTE:
+            return
+        self._ride(i, _R_ARRIVED)
+        self._ride(i, _R_IN_PROGRESS)
+        self._drv(k, _ON_TRIP, t)
+        self.log.add(t, tick, "pickup", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
+        dur = self.r.trip_s[i]
+        if not np.isfinite(dur):
+            d = geo.haversine1(
+                float(self.r.plat[i]), float(self.r.plng[i]), float(self.r.dlat[i]), float(self.r.dlng[i])
+            )
+            dur = self.drive.drive_s(d) + self.sim.dwell_s
+        self._drive(k, t, float(self.r.dlat[i]), float(self.r.dlng[i]), float(dur))
+        self._push(t + float(dur), _AT_DROPOFF, k, i)
+
+    def _on_at_dropoff(self, t: float, k: int, i: int, _c: int, tick: int) -> None:
+        """Driver k drops request i off: the ride completes and the driver is free."""
+        if self.ride[k] != i or self.state[i] != _R_IN_PROGRESS:
+            return
+        self._ride(i, _R_COMPLETED)
+        self._end_ride(i)
+        self.log.add(t, tick, "dropoff", req=i, key=k, lat=self.r.dlat[i], lng=self.r.dlng[i])
+        self._stop(k, t)
+        self._free(k, t, tick)
+
+    def _on_rider_cancel(self, t: float, i: int, _b: int, c: int, tick: int) -> None:
+        """The rider of request i cancels match attempt c before the pickup."""
+        if self.attempt[i] != c or self.state[i] not in (_R_MATCHED, _R_ACCEPTED, _R_DRIVER_EN_ROUTE):
+            return
+        k = int(self.driver[i])
+        self._ride(i, _R_CANCELLED)
+        self._end_ride(i)
+        self._offer_t.pop((k, i), None)
+        self.log.add(t, tick, "cancel", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
+        self._stop(k, t)
+        self._free(k, t, tick)
+
+    def _on_shift_start(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k comes online (shift start, or back after a fault)."""
+        if self.status[k] == _OFFLINE and not self.shift_over[k]:
+            self._drv(k, _AVAILABLE, t)
+            self.t0[k] = self.t1[k] = t
+            self.log.add(t, tick, "driver_online", key=k, lat=self.lat0[k], lng=self.lng0[k])
+            self._schedule_fault(k, t)
+
+    def _on_shift_end(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k's shift is over: offline now if idle, else after the ride (see _free)."""
+        self.shift_over[k] = True
+        if self.status[k] == _AVAILABLE:
+            self._offline(k, t, tick)
+
+    def _on_fault(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k drops off the network: a ride under way is lost, the driver is back later."""
+        if not self.fault_queued[k] or t != self.fault_at[k]:
+            return  # the chain ended while this entry was queued (the shift ended)
+        self.fault_queued[k] = False
+        self.fault_n[k] += 1
+        if self.status[k] in (_EN_ROUTE, _ON_TRIP):
+            i = int(self.ride[k])
             self._ride(i, _R_CANCELLED)
             self._end_ride(i)
-            self._offer_t.pop((k, i), None)
-            log.add(t, tick, "cancel", req=i, key=k, lat=self.r.plat[i], lng=self.r.plng[i])
+            lat, lng = self._pos1(k, t)
+            self.log.add(t, tick, "cancel", req=i, key=k, lat=lat, lng=lng)
             self._stop(k, t)
-            self._free(k, t, tick)
-        elif kind == _SHIFT_START:
-            k = a
-            if self.status[k] == _OFFLINE and not self.shift_over[k]:
-                self._drv(k, _AVAILABLE, t)
-                self.t0[k] = self.t1[k] = t
-                log.add(t, tick, "driver_online", key=k, lat=self.lat0[k], lng=self.lng0[k])
-                self._schedule_fault(k, t)
-        elif kind == _SHIFT_END:
-            k = a
-            self.shift_over[k] = True
-            if self.status[k] == _AVAILABLE:
-                self._offline(k, t, tick)
-            # a busy driver finishes the ride first (see _free)
-        elif kind == _FAULT:
-            k = a
-            self.fault_n[k] += 1
-            if self.status[k] in (_EN_ROUTE, _ON_TRIP):
-                # the driver drops off the network mid-ride: the ride is lost
-                i = int(self.ride[k])
-                self._ride(i, _R_CANCELLED)
-                self._end_ride(i)
-                lat, lng = self._pos1(k, t)
-                log.add(t, tick, "cancel", req=i, key=k, lat=lat, lng=lng)
-                self._stop(k, t)
-                self.ride[k] = -1
-                self._offline(k, t, tick)
-                self._push(t + sim.fault_offline_s, _BACK, k)
-            elif self.status[k] != _OFFLINE:
-                self._schedule_fault(k, t)
-        elif kind == _BACK:
-            k = a
-            if self.status[k] == _OFFLINE and not self.shift_over[k]:
-                self._push(t, _SHIFT_START, k)
+            self.ride[k] = -1
+            self._offline(k, t, tick)
+            self._push(t + self.sim.fault_offline_s, _BACK, k)
+        elif self.status[k] != _OFFLINE:
+            self._schedule_fault(k, t)  # idle: a no-op, the chain goes on (parked)
+        else:
+            self.fault_at[k] = np.inf
+
+    def _on_back(self, t: float, k: int, _b: int, _c: int, tick: int) -> None:
+        """Driver k's fault downtime is over: online again unless the shift ended meanwhile."""
+        if self.status[k] == _OFFLINE and not self.shift_over[k]:
+            self._push(t, _SHIFT_START, k)
+
+    _HANDLERS: tuple[Callable[..., None] | None, ...] = (
+        None,  # ARRIVAL: requests arrive from the trace, not from the heap
+        _on_respond,
+        _on_at_pickup,
+        _on_at_dropoff,
+        _on_rider_cancel,
+        _on_expire,
+        _on_shift_start,
+        _on_shift_end,
+        _on_fault,
+        _on_back,
+    )
 
     def _decline(self, k: int, i: int, t: float, tick: int, lat: float, lng: float) -> None:
         self._ride(i, _R_SEARCHING)
@@ -362,7 +490,7 @@ class World:
         """An idle driver heads, still available, to where riders asked lately: the pickup
         point of one of the last ``reposition_lookback`` requests (demand-weighted)."""
         n = self.sim.reposition_lookback
-        u = rand.uniform1(self.seed, rand.REPOSITION, k, int(t * 1000))
+        u = rand.uniform1(self.seed, RandStream.REPOSITION, k, int(t * 1000))
         j = max(0, self.next_arrival - 1 - int(u * n))
         lat, lng = self._pos1(k, t)
         d = geo.haversine1(lat, lng, float(self.r.plat[j]), float(self.r.plng[j]))
@@ -372,11 +500,12 @@ class World:
                 t,
                 float(self.r.plat[j]),
                 float(self.r.plng[j]),
-                d * self.eta.cfg.detour_factor / self.eta.cfg.city_speed_mps,
+                self.drive.drive_s(d),
             )
 
     def _offline(self, k: int, t: float, tick: int) -> None:
         self._drv(k, _OFFLINE, t)
+        self.fault_at[k] = np.inf  # the fault chain ends (a fault's downtime starts a new one at _on_back)
         self.log.add(t, tick, "driver_offline", key=k, lat=self.lat0[k], lng=self.lng0[k])
 
     # ---------------------------------------------------------------- matching
@@ -409,12 +538,12 @@ class World:
                 eta=float(eta[j]),
                 dist=float(dist[j]),
             )
-            resp = rand.exponential1(sim.response_s, self.seed, rand.RESPONSE, i, c)
+            resp = rand.exponential1(sim.response_s, self.seed, RandStream.RESPONSE, i, c)
             self._offer_t[(k, i)] = t
             self._push(t + min(resp, sim.offer_timeout_s), _RESPOND, k, i, c)
             p = min(0.5, sim.cancel_base + sim.cancel_per_min * float(eta[j]) / 60.0)
-            if rand.uniform1(self.seed, rand.CANCEL, i, c) < p:
-                at = t + rand.uniform1(self.seed, rand.CANCEL_AT, i, c) * (float(eta[j]) + 30.0)
+            if rand.uniform1(self.seed, RandStream.CANCEL, i, c) < p:
+                at = t + rand.uniform1(self.seed, RandStream.CANCEL_AT, i, c) * (float(eta[j]) + 30.0)
                 self._push(at, _RIDER_CANCEL, i, -1, c)
 
     # ------------------------------------------------------------------ pings
@@ -423,11 +552,7 @@ class World:
         dropout) or a status change (status travels even without GPS, with the last fix).
         ``last_sent`` (per driver, updated here) is when each driver last reported."""
         iv = self.sim.ping_interval_s
-        # roll dropout windows that are over
-        over = np.flatnonzero(self.gps_until <= t)
-        while len(over):
-            self._schedule_gps(over, self.gps_until[over])
-            over = over[self.gps_until[over] <= t]
+        self._roll_gps(t)
         fix_at = np.minimum(t, np.where(self.gps_from <= t, self.gps_from, t))
         fix = self.phase + np.floor((fix_at - self.phase) / iv) * iv
         fix = np.where(fix <= fix_at, fix, fix - iv)

@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from matcher.analysis import significance
+from matcher.analysis import significance, world
 from matcher.analysis.report.load import Frame, Run
 from matcher.analysis.summary_text import fmt_f0, fmt_f1, fmt_int, fmt_pct, get_path, speedup
 
@@ -80,7 +80,7 @@ def _safe(get, s):
 
 def params_table(runs: list[Run]) -> str:
     out = [f"<table>{_head(runs)}<tbody>"]
-    for name, get in PARAM_ROWS:
+    for name, get in PARAM_ROWS + world.param_rows([r.summary for r in runs]):
         cells = "".join(f"<td>{esc(_safe(get, r.summary))}</td>" for r in runs)
         out.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
     out.append("</tbody></table>")
