@@ -109,7 +109,8 @@ def run_sharded(pings, reqs, n_shards, cuts, cfg, policy):
 
     merged = merge_step(1, [o for _, o in outs], reqs, policy, solve, len(outs))
     dreq = np.concatenate([o.deferred_req for _, o in outs])
-    border = Matches.concat([r.matches for r in solve(merged.plan.tasks).values()])  # idempotent: stored results
+    round2 = [r.matches for r in solve(merged.plan.tasks).values()]  # idempotent: stored results
+    border = Matches.concat([*merged.plan.settled.values(), *round2])  # settled from round 1, then round 2
     return outs, border, own, shared, dreq, merged
 
 
@@ -136,8 +137,17 @@ def check_decomposition(seed, n_shards, policy, k):
     local = Matches.concat([o.matches for _, o in outs])
     allm = merged.matches
     assert len(allm) == len(local) + len(dm)
-    # each border component went whole to one shard, and every match names the shard that made it
-    assert merged.deferred == len(dreq) and sum(len(t.req_idx) for t in merged.plan.tasks.values()) == len(dreq)
+    # each contested border component went whole to one shard in round 2, the uncontested ones were
+    # settled from their shard's tentative solve; every match names the shard that made it
+    plan = merged.plan
+    assert merged.deferred == len(dreq) and sum(len(t.req_idx) for t in plan.tasks.values()) == plan.contested
+    sent = np.concatenate([t.req_idx for t in plan.tasks.values()] or [np.empty(0, np.int64)])
+    assert not set(sent.tolist()) & {r for m in plan.settled.values() for r in m.req.tolist()}
+    for s, m in plan.settled.items():  # a shard's settled matches are of its own requests
+        assert set(m.req.tolist()) <= set(outs[s][1].deferred_req.tolist())
+        # uncontested: no other shard deferred an edge to a driver of them
+        others = {kk for t, (_, o) in enumerate(outs) if t != s for kk in o.deferred.key.tolist()}
+        assert not set(m.key.tolist()) & others
     assert merged.matched_by.sum() == len(allm) and len(merged.shard_of) == len(allm)
 
     # (a) no driver matched twice across shards + coordinator; no request twice either
@@ -172,7 +182,7 @@ def check_decomposition(seed, n_shards, policy, k):
     for kk, d, la, ln in zip(allm.key.tolist(), allm.dist, allm.lat, allm.lng):
         i = pos[kk]
         assert (la, ln) == (pings.lat[i], pings.lng[i])
-    return len(dreq), len(allm)
+    return len(dreq), len(allm), plan.contested, sum(len(m) for m in plan.settled.values())
 
 
 @settings(max_examples=25, deadline=None)
@@ -184,14 +194,17 @@ def test_sharded_equals_global(seed, n_shards, policy, k):
 @pytest.mark.parametrize("policy", ["batch", "greedy"])
 @pytest.mark.parametrize("n_shards", [2, 3, 4])
 def test_sharded_equals_global_has_border_work(policy, n_shards):
-    """Fixed seeds where the coordinator really has deferred work (the hypothesis test
-    could in principle pass on instances with none)."""
-    total_deferred = total_matched = 0
+    """Fixed seeds where the coordinator really has border work, both settled from round 1 and
+    contested (round 2): the hypothesis test could in principle pass on instances with none."""
+    total_deferred = total_matched = total_contested = total_settled = 0
     for seed in range(3):
-        d, m = check_decomposition(seed, n_shards, policy, 20)
+        d, m, c, settled = check_decomposition(seed, n_shards, policy, 20)
         total_deferred += d
         total_matched += m
+        total_contested += c
+        total_settled += settled
     assert total_deferred > 0 and total_matched > 0
+    assert total_contested > 0 and total_settled > 0
 
 
 # ------------------------------------------------------------------ tick behaviour

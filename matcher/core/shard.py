@@ -6,9 +6,12 @@ routed to it and splits the candidate graph into connected components:
 - a component whose drivers all live only on this shard is solved here and
   committed (the drivers become ``OFFERED`` in this table);
 - a component that touches a *shared* driver (a halo copy, or an owned driver
-  another shard can also see) is returned unsolved as *deferred* edges; the
-  coordinator joins all shards' deferred edges into whole components and sends
-  each to one shard (round 2, `solve_border`; see :mod:`matcher.dist.merge`).
+  another shard can also see) is returned as *deferred* edges, together with
+  the shard's own exact solve of them (*tentative*, nothing committed); the
+  coordinator joins all shards' deferred edges into whole components, takes the
+  tentative solve of every component only this shard's requests reach
+  (uncontested: it is the whole component), and sends each other component
+  whole to one shard (round 2, `solve_border`; see :mod:`matcher.dist.merge`).
 
 Guarantees:
 - a driver is offered by exactly one shard per tick: a shard commits only
@@ -94,6 +97,9 @@ class TickOutput:
     restarted: bool = False  # the shard came back empty; nothing was solved
     cpu_ms: float = 0.0  # CPU time of this tick on the shard's thread (pings, candidates, local solve)
     halo_drivers: int = 0  # read-only copies held after the tick
+    # the shard's exact solve of its deferred edges (batch: optimal, greedy: in greedy order), not
+    # committed; None: not solved (every border component goes to round 2)
+    tentative: Matches | None = None
 
 
 class ShardState:
@@ -187,7 +193,14 @@ class ShardState:
             t.lat[cand.row[d]],
             t.lng[cand.row[d]],
         )
-        return TickOutput(inp.tick, self.shard, matches, deferred, reqs.idx[~local_req], n, fallback=fallback)
+        border_req = ~local_req
+        tentative = None
+        if len(deferred):
+            # exact whatever the budget: a component the coordinator settles with it must be solved optimally
+            tentative = solve_deferred(deferred, reqs.idx[border_req], reqs.wait_s[border_req], inp.policy, self.cfg)
+        return TickOutput(
+            inp.tick, self.shard, matches, deferred, reqs.idx[border_req], n, fallback=fallback, tentative=tentative
+        )
 
     def solve_border(self, task: BorderTask) -> BorderResult:
         """Solve border components the coordinator sent here (round 2 of a tick), exactly.

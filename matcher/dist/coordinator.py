@@ -57,13 +57,14 @@ I64Array = npt.NDArray[np.int64]
 class TickStats:
     pending: int
     matched: int
-    deferred: int  # border requests (solved in round 2, on the shards)
+    deferred: int  # border requests (their components touch a shared driver)
     fallbacks: int
     solve_ms_max: float
     refused_pings: int
     coordinator_ms: float = 0.0  # CPU of the coordinator's merge step (border components, assignment, merge)
     critical_ms: float = 0.0  # slowest shard's round 1 + coordinator + slowest shard's round 2 (CPU)
     shard_cpu_ms: float = 0.0  # all shards' CPU, both rounds
+    round2: int = 0  # border requests of contested components, solved in round 2 (the others settled in round 1)
 
 
 class Coordinator:
@@ -266,6 +267,7 @@ class Coordinator:
             coordinator_ms=max(coord_ms, 0.0),
             critical_ms=float(r1.max(initial=0.0) + max(coord_ms, 0.0) + r2.max(initial=0.0)),
             shard_cpu_ms=float(r1.sum() + r2.sum()),
+            round2=merged.plan.contested,
         )
         return merged.matches, merged.shard_of, stats
 

@@ -3,13 +3,22 @@ bench all use it): border components are solved on the shards, not centrally.
 
 Round 1 (every tick): each shard solves and commits the components of its
 candidate graph that no other shard can see, and returns the others (border
-components, touching a driver more than one shard sees) as unsolved edges.
+components, touching a driver more than one shard sees) as edges, with its own
+exact solve of them (``TickOutput.tentative``, nothing committed).
 
-Round 2 (only on ticks with border work, so a tick without it costs no extra
-round trip): the coordinator joins the shards' border edges into connected
-components (requests by index, drivers by key: a driver two shards see is one
-node), and sends each whole component to one shard, which solves it exactly
-(`ShardState.solve_border`). Assignment is longest-processing-time first:
+Settling (every tick with border work): the coordinator joins the shards' border
+edges into connected components (requests by index, drivers by key: a driver two
+shards see is one node). A component whose edges all come from one shard (no
+other shard's request reaches its drivers: *uncontested*) is that shard's own
+border component, whole, so the shard's tentative solve of it is exact: its
+matches are taken from there, with no round trip. Most border components are
+uncontested: every driver near a region's edge is shared, but riders on both
+sides rarely reach the same drivers in the same tick.
+
+Round 2 (only on ticks with contested components, so a tick without them costs
+no extra round trip): the coordinator sends each contested component whole to
+one shard, which solves it exactly (`ShardState.solve_border`). Assignment is
+longest-processing-time first:
 components from the largest down, each to the shard with the least work this
 tick so far. Work is counted in deterministic units, never in measured time,
 so that a run is the same on every backend and machine (the golden identity of
@@ -25,15 +34,18 @@ balance, not for locality.
 Exactness: components are independent problems, so solving each one whole,
 anywhere, gives the objective of one global solve (batch), and the same
 matches as one global pass for greedy (requests are taken in the same order
-within a component). A component is never cut: a dense downtown that makes
-one giant component is solved by one shard (`BorderPlan.largest` reports its
-size so that this stays visible).
+within a component). A shard's tentative solve covers all its border
+components at once; restricted to one of them it is an optimal solve of that
+component (batch: else the joint solve could be improved; greedy: the other
+components' drivers are never its candidates). A component is never cut: a
+dense downtown that makes one giant component is solved by one shard
+(`BorderPlan.largest` reports its size so that this stays visible).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +77,8 @@ class BorderPlan:
     edges: int
     components: int
     largest: int  # edges of the largest component
+    settled: dict[int, Matches] = field(default_factory=dict)  # per shard: its tentative matches taken (uncontested)
+    contested: int = 0  # border requests in contested components (sent to round 2)
 
 
 @dataclass
@@ -93,16 +107,25 @@ def round1_units(outs: list[TickOutput], k: int) -> F64Array:
 
 
 def plan_border(
-    tick: int, outs: list[TickOutput], reqs: RequestBatch, policy: Policy, load: F64Array
+    tick: int,
+    outs: list[TickOutput],
+    reqs: RequestBatch,
+    policy: Policy,
+    load: F64Array | Callable[[], F64Array],
 ) -> BorderPlan:
-    """Join the shards' border edges into components and give each to the least loaded shard (see the module).
+    """Join the shards' border edges into components, settle the uncontested ones from their
+    shard's tentative solve and give each other one to the least loaded shard (see the module).
 
-    `load`: each shard's work so far this tick, in units (`round1_units`).
+    `load`: each shard's work so far this tick, in units (`round1_units`), or a function giving
+    it (called only when some component is contested).
     """
     dreq = np.concatenate([o.deferred_req for o in outs] or [np.empty(0, np.int64)]).astype(np.int64)
     if dreq.size == 0:
         return BorderPlan({}, 0, 0, 0, 0)
     edges = Matches.concat([o.deferred for o in outs])
+    # the shard each edge came from, and whether that shard solved its border edges in round 1
+    src = np.concatenate([np.full(len(o.deferred), o.shard, np.int64) for o in outs])
+    solved = np.concatenate([np.full(len(o.deferred), o.tentative is not None) for o in outs])
     srt = np.argsort(reqs.idx)
     wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
     dsrt = np.argsort(dreq)
@@ -111,19 +134,37 @@ def plan_border(
     edge_comp = comp_req[pos]
     n_comp = int(comp_req.max()) + 1
     size = np.bincount(edge_comp, minlength=n_comp)
-    load = np.asarray(load, dtype=np.float64).copy()
-    shard_of_comp = np.empty(n_comp, np.int64)
-    for c in np.argsort(-size, kind="stable").tolist():  # longest processing time first
-        s = int(np.argmin(load))
-        shard_of_comp[c] = s
-        load[s] += EDGE_UNITS * float(size[c])
-    edge_shard = shard_of_comp[edge_comp]
-    req_shard = shard_of_comp[comp_req]
+    # uncontested: every edge from one shard, which solved them (a request's edges all come from its shard)
+    lo = np.full(n_comp, np.iinfo(np.int64).max, np.int64)
+    hi = np.full(n_comp, -1, np.int64)
+    np.minimum.at(lo, edge_comp, src)
+    np.maximum.at(hi, edge_comp, src)
+    all_solved = np.ones(n_comp, bool)
+    np.logical_and.at(all_solved, edge_comp, solved)
+    uncontested = (lo == hi) & all_solved & (size > 0)
+    settled = {}
+    done_req = dreq[uncontested[comp_req]]
+    for o in outs:
+        if o.tentative is not None and len(o.tentative):
+            sel = np.isin(o.tentative.req, done_req)
+            if sel.any():
+                settled[o.shard] = _take(o.tentative, sel)
+    open_comp = np.flatnonzero(~uncontested)
     tasks = {}
-    for s in np.unique(req_shard).tolist():
-        r = req_shard == s
-        tasks[s] = BorderTask(tick, _take(edges, edge_shard == s), dreq[r], wait[r], policy)
-    return BorderPlan(tasks, int(dreq.size), len(edges), n_comp, int(size.max()))
+    if open_comp.size:
+        units = np.asarray(load() if callable(load) else load, dtype=np.float64).copy()
+        shard_of_comp = np.full(n_comp, -1, np.int64)
+        for c in open_comp[np.argsort(-size[open_comp], kind="stable")].tolist():  # longest processing time first
+            s = int(np.argmin(units))
+            shard_of_comp[c] = s
+            units[s] += EDGE_UNITS * float(size[c])
+        edge_shard = shard_of_comp[edge_comp]
+        req_shard = shard_of_comp[comp_req]
+        for s in np.unique(req_shard[req_shard >= 0]).tolist():
+            r = req_shard == s
+            tasks[s] = BorderTask(tick, _take(edges, edge_shard == s), dreq[r], wait[r], policy)
+    contested = int((~uncontested[comp_req]).sum())
+    return BorderPlan(tasks, int(dreq.size), len(edges), n_comp, int(size.max()), settled, contested)
 
 
 def merge_step(
@@ -135,18 +176,18 @@ def merge_step(
     k: int,
     load: Callable[[], F64Array] | None = None,
 ) -> Merged:
-    """Round 2 (if any border work) and the merge: local matches plus border matches, each with its shard.
+    """Settling, round 2 (if any contested border component) and the merge: local matches, settled
+    border matches and round-2 matches, each with the shard that made it.
 
     `outs`: the outputs of the shards waited for (any subset of the `k` shards, by shard id).
-    `load`: each shard's round-1 work in units, asked for only on ticks with border work
-    (default: `round1_units` of `outs`). No border work: `solve` is not called (no round trip).
+    `load`: each shard's round-1 work in units, asked for only on ticks with contested components
+    (default: `round1_units` of `outs`). None contested: `solve` is not called (no round trip).
     """
-    has_border = any(len(o.deferred_req) for o in outs)
-    units = (load() if load is not None else round1_units(outs, k)) if has_border else np.zeros(k)
-    plan = plan_border(tick, outs, reqs, policy, units)
+    plan = plan_border(tick, outs, reqs, policy, load if load is not None else lambda: round1_units(outs, k))
     results = solve(plan.tasks) if plan.tasks else {}
-    parts = [o.matches for o in outs] + [results[s].matches for s in sorted(results)]
-    shards = [o.shard for o in outs] + sorted(results)
+    parts = [o.matches for o in outs] + [plan.settled[s] for s in sorted(plan.settled)]
+    parts += [results[s].matches for s in sorted(results)]
+    shards = [o.shard for o in outs] + sorted(plan.settled) + sorted(results)
     shard_of = np.concatenate(
         [np.full(len(m), s, np.int32) for m, s in zip(parts, shards)] or [np.empty(0, np.int32)]
     ).astype(np.int32)

@@ -127,7 +127,8 @@ class RayBackend:
         self._inflight: list[list[Any]] = [[] for _ in range(self.n_shards)]  # unanswered calls
         self._late: list[TickOutput] = []
         self.dead: set[int] = set()
-        self.calls = 0  # actor calls made by tick() (answered and not)
+        self.calls = 0  # every actor call: answered inputs, posted unanswered ones, round-2 tasks, retries
+        self.posts = 0  # of those: calls of unanswered inputs nobody waits for (QUEUE_MAX reached, or drain)
 
     # ---------------------------------------------------------------- start-up
     def _place(self, match: MatchConfig) -> None:
@@ -225,6 +226,7 @@ class RayBackend:
         if batch:
             self._inflight[s].append(self.actors[s].run.remote(batch))
             self.calls += 1
+            self.posts += 1
 
     def _answer(self, s: int, ref: Any, last: TickInput, deadline: float) -> TickOutput:
         while True:

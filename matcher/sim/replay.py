@@ -54,6 +54,7 @@ TICKS_SCHEMA = pa.schema(
         ("coordinator_ms", pa.float64()),
         ("critical_ms", pa.float64()),
         ("shard_cpu_ms", pa.float64()),
+        ("round2", pa.int32()),
     ]
 )
 
@@ -397,6 +398,7 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
                 ("coordinator_ms", ts.coordinator_ms),
                 ("critical_ms", ts.critical_ms),
                 ("shard_cpu_ms", ts.shard_cpu_ms),
+                ("round2", ts.round2),
             ):
                 st.ticks[name].append(v)
         if bar is not None:
