@@ -74,7 +74,7 @@ def nyc_pool() -> Pool:
 def _ratio_on(pool: Pool, n_shards: int, n_drv: int, n_req: int, snaps: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     eta_g = eta_s = obj_g = obj_s = 0.0
-    n_g = n_s = deferred = total = twice = 0
+    n_g = n_s = deferred = round2 = total = twice = 0
     shared_share, crit, cpu = [], 0.0, 0.0
     for _ in range(snaps):
         pings = driver_pings(pool, n_drv, rng)
@@ -87,6 +87,7 @@ def _ratio_on(pool: Pool, n_shards: int, n_drv: int, n_req: int, snaps: int, see
         a, b, c = _totals(s, reqs)
         eta_s, obj_s, n_s = eta_s + a, obj_s + b, n_s + c
         deferred += d
+        round2 += st.round2
         total += len(reqs)
         shared_share.append(sh)
         crit += st.critical_ms
@@ -97,6 +98,7 @@ def _ratio_on(pool: Pool, n_shards: int, n_drv: int, n_req: int, snaps: int, see
         "n_s": n_s,
         "n_g": n_g,
         "border": deferred / total,
+        "round2": round2 / total,
         "shared": float(np.mean(shared_share)),
         "twice": twice,
         "speedup": cpu / crit if crit else float("nan"),
@@ -116,7 +118,8 @@ def cost_ratio_sharded_vs_global(ctx: Context) -> dict:
             notes.append(
                 f"{name}, {k} shards: {snaps} snapshots of {nr} pending x {nd:,} drivers, objective ratio "
                 f"{r['obj']:.6f}, total matched ETA ratio {r['ratio']:.6f}, matched {r['n_s']} vs {r['n_g']}, border "
-                f"requests (solved in round 2 on the shards) {r['border']:.1%}, drivers visible to >1 shard "
+                f"requests {r['border']:.1%} (in contested components, solved in round 2 on the shards: "
+                f"{r['round2']:.1%}; the others settled in round 1), drivers visible to >1 shard "
                 f"{r['shared']:.1%}, drivers offered twice {r['twice']}, modelled tick speedup {r['speedup']:.2f}x"
             )
     note = (

@@ -60,6 +60,15 @@ def _replay(trace: Path, drivers, out: Path, **shard) -> tuple[dict, float]:
     return s, time.perf_counter() - t0
 
 
+def _round2_share(out: Path) -> float:
+    """Requests of contested border components (round 2) over all pending requests, from ticks.parquet."""
+    import polars as pl
+
+    t = pl.read_parquet(out / "ticks.parquet", columns=["pending", "round2"])
+    total = int(t["pending"].sum())
+    return int(t["round2"].sum()) / total if total else 0.0
+
+
 def _shard_note(s: dict, out: Path) -> str:
     import polars as pl
 
@@ -70,7 +79,7 @@ def _shard_note(s: dict, out: Path) -> str:
     per = per.sort("shard")
     return (
         f"{s['requests']:,} requests, {s['drivers']:,} drivers, {s['ticks']} ticks; border share "
-        f"{s['border_share'] or 0:.1%}; per-shard solve CPU s {[round(x / 1e3, 1) for x in per['solve_ms']]}, "
+        f"{s['border_share'] or 0:.1%} (solved in round 2: {_round2_share(out):.1%}); per-shard solve CPU s {[round(x / 1e3, 1) for x in per['solve_ms']]}, "
         f"pending {per['pending'].to_list()}, mean owned drivers {[round(x) for x in per['drivers']]}; "
         f"served {s['served_rate']:.1%}, mean pickup ETA {(s['pickup_eta_s'] or {}).get('mean') or float('nan'):.1f} s"
     )

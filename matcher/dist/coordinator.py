@@ -289,8 +289,7 @@ class Coordinator:
         """
         on = self.known & (self.owner >= 0)
         own = np.bincount(self.owner[on], minlength=self.k)[: self.k].astype(np.int64)
-        mem = self.member[on]
-        held = np.array([int(((mem >> np.uint64(s)) & np.uint64(1)).sum()) for s in range(self.k)], np.int64)
+        held = bit_counts(self.member[on], self.k)
         pending = np.array([len(i.requests) for i in inputs], np.int64)
         return own, np.maximum(held - own, 0), pending
 
@@ -312,6 +311,19 @@ class Coordinator:
         return out
 
     _inline_border_ms = 0.0
+
+
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
+
+
+def bit_counts(mask: Any, k: int) -> I64Array:
+    """For each bit s < k: how many of the uint64 ``mask`` values have it set (a histogram per byte lane)."""
+    lanes = np.ascontiguousarray(mask, dtype="<u8").view(np.uint8).reshape(-1, 8)
+    out = np.concatenate(
+        [np.bincount(lanes[:, b], minlength=256) @ _BYTE_BITS for b in range((k + 7) // 8)] or [np.empty(0, np.int64)]
+    )
+    res: I64Array = out[:k].astype(np.int64)
+    return res
 
 
 def _empty_reports(n: int) -> Pings:

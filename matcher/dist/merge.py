@@ -134,19 +134,18 @@ def plan_border(
     edge_comp = comp_req[pos]
     n_comp = int(comp_req.max()) + 1
     size = np.bincount(edge_comp, minlength=n_comp)
-    # uncontested: every edge from one shard, which solved them (a request's edges all come from its shard)
-    lo = np.full(n_comp, np.iinfo(np.int64).max, np.int64)
-    hi = np.full(n_comp, -1, np.int64)
-    np.minimum.at(lo, edge_comp, src)
-    np.maximum.at(hi, edge_comp, src)
-    all_solved = np.ones(n_comp, bool)
-    np.logical_and.at(all_solved, edge_comp, solved)
-    uncontested = (lo == hi) & all_solved & (size > 0)
+    # uncontested: every edge from one shard, which solved them (a request's edges all come from its
+    # shard). All sources of a component are equal iff size * sum(src^2) == sum(src)^2 (exact: small ints)
+    s1 = np.bincount(edge_comp, weights=src, minlength=n_comp)
+    s2 = np.bincount(edge_comp, weights=src * src, minlength=n_comp)
+    unsolved = np.bincount(edge_comp, weights=~solved, minlength=n_comp)
+    uncontested = (size > 0) & (size * s2 == s1 * s1) & (unsolved == 0)
     settled = {}
-    done_req = dreq[uncontested[comp_req]]
+    done = np.zeros(int(dreq.max()) + 1, bool)  # by request idx: in an uncontested component
+    done[dreq[uncontested[comp_req]]] = True
     for o in outs:
         if o.tentative is not None and len(o.tentative):
-            sel = np.isin(o.tentative.req, done_req)
+            sel = done[o.tentative.req]  # a shard's tentative matches are of its deferred requests
             if sel.any():
                 settled[o.shard] = _take(o.tentative, sel)
     open_comp = np.flatnonzero(~uncontested)
