@@ -261,6 +261,8 @@ def _run(cfg: RunConfig, inputs: Inputs, resume: dict | None, progress, backend_
             coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
             if getattr(st, "cells", None) is not None:
                 st.cells.resumed()
+            for name in TICKS_SCHEMA.names:  # a checkpoint of an older release: its ticks lack the newer columns
+                st.ticks.setdefault(name, [None] * len(st.ticks["tick"]))
         log.locate = coord.route_requests  # `shard` of the request and expire events
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
