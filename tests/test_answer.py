@@ -6,6 +6,7 @@ is the shard code itself."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,9 +15,11 @@ from matcher.core.candidates import RequestBatch, compat_matrix
 from matcher.core.driver_table import Pings
 from matcher.core.shard import ShardState, TickInput
 from matcher.core.states import DriverStatus
+from matcher.dist import answer
 from matcher.dist.answer import doubtful_reports, needs_answer
 
 NOW = 1_000.0
+
 MATCH = MatchConfig(radius_m=800.0)
 
 
@@ -49,15 +52,26 @@ def cities(draw):
     rlng = np.array([-73.98 + draw(coord) for _ in range(m)])
     rtype = np.array([draw(st.integers(0, len(RIDE_TYPES) - 1)) for _ in range(m)], np.int8)
     shard_of = np.array([draw(st.integers(0, k - 1)) for _ in range(m)])
-    reqs = RequestBatch(
-        np.arange(m, dtype=np.int64), rlat, rlng, rtype, np.full(m, 10.0), np.empty(0, np.int64), np.empty(0, np.int64)
-    )
+    # declines: (request, driver) pairs the shard must never offer again
+    pairs = draw(st.lists(st.tuples(st.integers(0, max(m - 1, 0)), st.integers(0, max(n - 1, 0))), unique=True))
+    pairs = [(r, d) for r, d in pairs if r < m and d < n]
+    barred_req = np.array([r for r, _ in pairs], np.int64)
+    barred_key = np.array([d for _, d in pairs], np.int64)
+    ids = np.array(draw(st.permutations(range(100, 100 + m))), np.int64)  # request idx need not be sorted
+    reqs = RequestBatch(ids, rlat, rlng, rtype, np.full(m, 10.0), ids[barred_req], barred_key)
     return k, pings, member, reqs, shard_of
 
 
+@pytest.mark.parametrize("brute_force_pairs", [answer.BRUTE_FORCE_PAIRS, 0], ids=["pairs", "kdtree"])
 @settings(max_examples=150, deadline=None)
-@given(cities())
-def test_every_shard_whose_answer_holds_an_edge_is_asked(city):
+@given(city=cities())
+def test_every_shard_whose_answer_holds_an_edge_is_asked(city, brute_force_pairs):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(answer, "BRUTE_FORCE_PAIRS", brute_force_pairs)
+        _check_asked(city)
+
+
+def _check_asked(city):
     k, pings, member, reqs, shard_of = city
     shared = np.array([bin(int(b)).count("1") > 1 for b in member], bool)
     inputs, truth = [], []
@@ -100,6 +114,29 @@ def test_a_far_or_busy_fleet_needs_no_answer_and_a_near_free_driver_does():
     assert needs_answer(inp, NOW, near_busy, *args) == [False]
     doubt = np.array([True, False])  # a report of driver 0 may have been refused: it counts as anywhere
     assert needs_answer(inp, NOW, near_busy, args[0], doubt, *args[2:]) == [True]
+
+
+@pytest.mark.parametrize("brute_force_pairs", [answer.BRUTE_FORCE_PAIRS, 0], ids=["pairs", "kdtree"])
+def test_a_driver_who_declined_the_only_request_near_him_needs_no_answer(brute_force_pairs, monkeypatch):
+    monkeypatch.setattr(answer, "BRUTE_FORCE_PAIRS", brute_force_pairs)
+    near = Pings(
+        key=np.array([0, 1]), lat=np.array([40.7501, 40.7502]), lng=np.array([-73.98, -73.98]),
+        heading=np.zeros(2, np.float32), speed=np.zeros(2, np.float32),
+        status=np.full(2, DriverStatus.AVAILABLE, np.int8), vehicle=np.zeros(2, np.int8),
+        rating=np.full(2, 5.0, np.float32), ts=np.full(2, NOW), owned=np.ones(2, bool), shared=np.zeros(2, bool),
+    )  # fmt: skip
+    args = (np.ones(2, bool), np.zeros(2, bool), np.ones(2, np.uint64), compat_matrix(MATCH.compat), MATCH)
+
+    def ask(barred_keys: list[int]) -> list[bool]:
+        reqs = RequestBatch(
+            np.array([7]), np.array([40.75]), np.array([-73.98]), np.array([0], np.int8), np.array([1.0]),
+            np.full(len(barred_keys), 7, np.int64), np.array(barred_keys, np.int64),
+        )  # fmt: skip
+        return needs_answer([TickInput(1, NOW, near, np.empty(0, np.int64), reqs)], NOW, near, *args)
+
+    assert ask([]) == [True]
+    assert ask([0]) == [True]  # driver 1 is still free and near
+    assert ask([0, 1]) == [False]  # both declined: the shard's answer is empty, nobody waits
 
 
 def test_reports_a_shard_may_refuse_are_doubtful():

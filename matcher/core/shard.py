@@ -51,6 +51,9 @@ class TickInput:
     budget_ms: float = float("inf")  # predicted solve time past this: the shard uses greedy this tick
     reset: bool = False  # the pings are the shard's whole state: start from an empty table
     expect_state: bool = False  # the shard should already hold drivers (else it lost them: restarted)
+    # False: the coordinator knows this tick's answer is empty (no request has a candidate:
+    # matcher.dist.answer), so the shard applies the pings and skips the solve
+    solve: bool = True
 
 
 @dataclass
@@ -136,7 +139,11 @@ class ShardState:
         self._fresh = False
         self.table.remove(inp.drop_keys)
         refusals = self.table.apply_pings(inp.pings)
-        out = self._solve(inp)
+        if inp.solve:
+            out = self._solve(inp)
+        else:  # what _solve gives when no request has a candidate
+            n = len(inp.requests)
+            out = TickOutput(inp.tick, self.shard, Matches.empty(), Matches.empty(), np.empty(0, np.int64), n)
         out.ping_refusals = refusals
         out.solve_ms = (time.perf_counter() - t0) * 1e3
         out.drivers = int(self.table.col("owned").sum())

@@ -7,8 +7,9 @@ every driver and which shards hold it, so it can rule out shards whose answer mu
 empty; their inputs go without waiting (:mod:`matcher.dist.backend`).
 
 Guarantee: ``needs_answer`` is conservative: a superset of the shards whose answer can
-hold an edge. It never filters by declines, uses a radius a little larger than the
-shard's, checks vehicle types only on small ticks, and a driver whose report a shard may
+hold an edge. It leaves out the drivers a request barred by a decline (the shard never
+offers them that request again: ``core.candidates``), uses a radius a little larger than
+the shard's, checks vehicle types only on small ticks, and a driver whose report a shard may
 have refused (``doubtful_reports``) counts as near every request from then on. So waiting
 only for these shards gives the event log of waiting for all of them (golden tests).
 """
@@ -77,12 +78,51 @@ def needs_answer(
             continue
         if xyz is None:
             xyz = geo.to_unit_xyz(latest.lat[maybe], latest.lng[maybe])
-        d, r = xyz[held], geo.to_unit_xyz(inp.requests.lat, inp.requests.lng)
-        if len(d) * len(r) <= BRUTE_FORCE_PAIRS:
-            ok = compat[inp.requests.ride_type][:, latest.vehicle[maybe[held]]]
-            near = ok & (((r[:, None, :] - d[None, :, :]) ** 2).sum(axis=2) <= chord * chord)
-            answer[s] = bool(near.any())
-        else:
-            dist, _ = cKDTree(d).query(r, k=1, distance_upper_bound=chord)
-            answer[s] = bool(np.isfinite(dist).any())
+        answer[s] = _any_candidate(inp, xyz[held], maybe[held], latest, compat, chord)
     return answer
+
+
+def _any_candidate(
+    inp: TickInput, d: F64Array, keys: npt.NDArray[np.int64], latest: Pings, compat: BoolArray, chord: float
+) -> bool:
+    """Whether a request of ``inp`` has a driver of ``keys`` (unit vectors ``d``) within ``chord``
+    that its declines do not bar (``RequestBatch.barred_*``: a driver that declined a request is
+    never offered it again, so on a tick where the only drivers near the pending requests are
+    ones that declined them, the shard's answer is empty and nobody waits for it)."""
+    reqs = inp.requests
+    r = geo.to_unit_xyz(reqs.lat, reqs.lng)
+    n_barred = len(reqs.barred_req)
+    if len(d) * len(r) <= BRUTE_FORCE_PAIRS:
+        near = compat[reqs.ride_type][:, latest.vehicle[keys]]
+        near &= ((r[:, None, :] - d[None, :, :]) ** 2).sum(axis=2) <= chord * chord
+        if n_barred and near.any():
+            pos = _positions(reqs.idx, reqs.barred_req)
+            col = _positions(keys, reqs.barred_key)
+            hit = (pos >= 0) & (col >= 0)
+            near[pos[hit], col[hit]] = False
+        return bool(near.any())
+    # many pairs: the B + 1 nearest drivers of each request (B: the most drivers any request
+    # barred) hold an unbarred one whenever one is within reach
+    per_req = np.bincount(_positions(reqs.idx, reqs.barred_req) + 1, minlength=1)[1:] if n_barred else np.zeros(0)
+    k = 1 + int(per_req.max(initial=0))
+    k = min(k, len(d))
+    dist, which = cKDTree(d).query(r, k=k, distance_upper_bound=chord)
+    dist, which = dist.reshape(len(r), k), which.reshape(len(r), k)
+    ok = np.isfinite(dist)
+    if n_barred and ok.any():
+        pair = reqs.idx[:, None] * _BIG + keys[np.minimum(which, len(keys) - 1)]
+        ok &= ~np.isin(pair, reqs.barred_req * _BIG + reqs.barred_key)
+    return bool(ok.any())
+
+
+_BIG = np.int64(1) << 40  # packs (request idx, driver key) into one int64, as core.candidates does
+
+
+def _positions(where: npt.NDArray[np.int64], what: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The position of each value of ``what`` in ``where`` (values unique), -1 where it is absent."""
+    if len(where) == 0:
+        return np.full(len(what), -1, np.int64)
+    order = np.argsort(where, kind="stable")
+    at = np.minimum(np.searchsorted(where[order], what), len(where) - 1)
+    out: npt.NDArray[np.int64] = np.where(where[order][at] == what, order[at], -1).astype(np.int64)
+    return out

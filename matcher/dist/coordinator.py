@@ -219,6 +219,8 @@ class Coordinator:
         answer = needs_answer(
             inputs, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
         )
+        for inp, want in zip(inputs, answer, strict=True):
+            inp.solve = want  # an answer known to be empty needs no solve either
         try:
             outs = [o for o in self.backend.tick(inputs, answer) if o is not None]
             lost = [o.shard for o in outs if o.restarted]

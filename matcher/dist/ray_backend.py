@@ -40,6 +40,7 @@ from matcher.config import MatchConfig, ShardConfig
 from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
 from matcher.dist.backend import ShardLostError
 from matcher.dist.runmode import RayTarget
+from matcher.dist.wire import InputBatch, OutputBatch, pack_inputs, pack_outputs, unpack_inputs, unpack_outputs
 from matcher.errors import MatcherError
 
 QUEUE_MAX = 32  # unanswered inputs held per shard before they are sent without waiting
@@ -57,9 +58,9 @@ class _Shard:
         """One input (the batch-free call, e.g. for the ingest benchmark)."""
         return self.state.tick(inp)
 
-    def run(self, batch: list[TickInput]) -> list[TickOutput]:
-        """Apply the inputs in order; one output per input."""
-        return [self.state.tick(inp) for inp in batch]
+    def run(self, batch: InputBatch) -> OutputBatch:
+        """Apply the inputs in order; one output per input (both columnar: :mod:`matcher.dist.wire`)."""
+        return pack_outputs(self.state.shard, [self.state.tick(inp) for inp in unpack_inputs(batch)])
 
     def solve_border(self, task: BorderTask) -> BorderResult:
         """Round 2: border components of one tick (a pure function of the task)."""
@@ -176,7 +177,7 @@ class RayBackend:
             q.append(inp)
             if answer[s]:
                 self._queue[s] = []
-                asked[s] = self.actors[s].run.remote(q)
+                asked[s] = self.actors[s].run.remote(pack_inputs(q))
                 self.calls += 1
             elif len(q) >= QUEUE_MAX or sum(len(i.pings) for i in q) >= QUEUE_MAX_PINGS:
                 self._post(s)
@@ -224,14 +225,14 @@ class RayBackend:
     def _post(self, s: int) -> None:
         batch, self._queue[s] = self._queue[s], []
         if batch:
-            self._inflight[s].append(self.actors[s].run.remote(batch))
+            self._inflight[s].append(self.actors[s].run.remote(pack_inputs(batch)))
             self.calls += 1
             self.posts += 1
 
     def _answer(self, s: int, ref: Any, last: TickInput, deadline: float) -> TickOutput:
         while True:
             try:
-                got: list[TickOutput] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                got = unpack_outputs(ray.get(ref, timeout=max(0.1, deadline - time.monotonic())))
                 break
             except RayActorError:
                 # the shard process died: Ray restarts it (then it answers `restarted`), unless
@@ -239,7 +240,7 @@ class RayBackend:
                 if not self._alive(s, deadline):
                     self._lose(s)
                     raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
-                ref = self.actors[s].run.remote([last])
+                ref = self.actors[s].run.remote(pack_inputs([last]))
                 self.calls += 1
             except GetTimeoutError:
                 raise MatcherError(
@@ -254,7 +255,7 @@ class RayBackend:
     def _collect(self, s: int, refs: list[Any]) -> None:
         for ref in refs:
             try:
-                self._late.extend(ray.get(ref, timeout=self.cfg.tick_timeout_s))
+                self._late.extend(unpack_outputs(ray.get(ref, timeout=self.cfg.tick_timeout_s)))
             except RayActorError:
                 pass  # that process died; the shard says `restarted` on its next answered tick
 
