@@ -159,6 +159,13 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         action="store_true",
         help="write driver location history to OUT/locations/ (default off)",
     )
+    p.add_argument(
+        "--placement",
+        choices=("load", "hash"),
+        default=ShardConfig.placement,
+        help="regions: load = Hilbert-curve runs cut by measured load, rebalanced; hash = geohash regions on a "
+        "consistent-hash ring (default %(default)s)",
+    )
     ar = AreaConfig()
     p.add_argument(
         "--areas",

@@ -100,6 +100,13 @@ class ShardConfig:
     vnodes: int = 160  # virtual nodes per shard on the consistent-hash ring
     hot_split_load: int = 0  # pending requests per region per tick that split it (0: never)
     solve_budget_ms: float = 1000.0  # a shard whose optimal solve takes longer falls back to greedy
+    # regions (matcher.dist.loadmap): "load" = runs of a Hilbert curve cut by measured load, rebalanced;
+    # "hash" = geohash regions on the consistent-hash ring (region_precision, halo_precision, vnodes above)
+    placement: str = "load"
+    load_halo_precision: int = 6  # halo cells of the load placement (even precision: 1.2 x 0.6 km)
+    request_weight: float = 40.0  # load of one pending request, in drivers (about k_search)
+    rebalance_ticks: int = 30  # ticks between rebalance checks ...
+    rebalance_tolerance: float = 1.1  # ... which move load (at most 1/shards of it) past this max/mean
 
 
 @dataclass(frozen=True)

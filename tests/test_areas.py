@@ -181,6 +181,15 @@ def test_split_run_layout_and_summary(split_run, world_trace):
     assert dict(per_area.iter_rows()) == {r["area"]: r["requests"] for r in rows}
     ticks = pl.read_parquet(out / "ticks.parquet")
     assert sorted(ticks["area"].unique().to_list()) == names
+    # shards.parquet carries the area like ticks.parquet: each area's own 2 shards on each of its ticks
+    sh = pl.read_parquet(out / "shards.parquet")
+    assert sorted(sh["area"].unique().to_list()) == names
+    per_tick = sh.group_by("area", "tick").agg(pl.col("shard").sort(), pl.col("matched").sum())
+    assert per_tick["shard"].to_list() == [[0, 1]] * per_tick.height
+    both = per_tick.join(ticks.select("area", "tick", pl.col("matched").alias("t")), on=["area", "tick"])
+    assert both.height == ticks.height and (both["matched"] == both["t"]).all()
+    per_shard = sh.group_by("area", "shard").agg(pl.col("solve_ms").sum())["solve_ms"]
+    assert summary["shard_balance"] == pytest.approx(per_shard.max() / per_shard.mean())
     assert check_run(out) == []
     run = json.loads((out / "run.json").read_text())
     assert run["areas"] == 4 and run["area_backend"] == "inprocess"
@@ -327,10 +336,16 @@ def test_areas_as_ray_tasks_give_the_inprocess_log(ray_session, split_run, world
     summary = run_replay(cfg)
     assert json.loads((out / "run.json").read_text())["area_backend"] == "ray"
     assert _events(out).equals(_events(split_run))
+    timing = ("wall_ms", "solve_ms", "coordinator_ms", "critical_ms", "shard_cpu_ms")  # measured, not simulated
     assert (
         pl.read_parquet(out / "ticks.parquet")
-        .drop("wall_ms", "solve_ms")
-        .equals(pl.read_parquet(split_run / "ticks.parquet").drop("wall_ms", "solve_ms"))
+        .drop(timing)
+        .equals(pl.read_parquet(split_run / "ticks.parquet").drop(timing))
+    )
+    assert (
+        pl.read_parquet(out / "shards.parquet")
+        .drop("solve_ms")
+        .equals(pl.read_parquet(split_run / "shards.parquet").drop("solve_ms"))
     )
     assert [r["area"] for r in summary["areas"]] == [
         r["area"] for r in json.loads((split_run / "summary.json").read_text())["areas"]

@@ -191,3 +191,48 @@ def test_router_answers_invalid_points_and_shapes():
     assert r.route_requests([[40.0, 41.0]], [[-73.0, -74.0]]).shape == (1, 2)
     with pytest.raises(ValueError, match="even"):
         LoadRouter(3, halo_precision=5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cities(), st.data())
+def test_a_lost_shard_owns_nothing_and_is_left_out_of_rebalances(city, data):
+    """remove_shard: the lost run collapses to empty; partition and halo hold over the living
+    shards only, through later rebalances (none moves load back onto a lost shard)."""
+    lat0, lng0, spread, k, seed, n_loads, radius = city
+    rng = np.random.default_rng(seed)
+    router = LoadRouter(k, radius_m=radius, rebalance_ticks=1, rebalance_tolerance=1.0)
+    dlat, dlng = _clip(lat0 + rng.normal(0, spread, 300), lng0 + rng.normal(0, spread, 300))
+    lost = data.draw(st.lists(st.integers(0, k - 1), unique=True, min_size=1, max_size=k - 1))
+    dead = np.uint64(sum(1 << s for s in lost))
+    router.observe(dlat, dlng, dlat, dlng)
+    for s in lost:
+        v = router.version
+        router.remove_shard(s)
+        assert router.version >= v
+    assert router.living() == k - len(lost)
+    for _ in range(n_loads):
+        qlat, qlng = _clip(lat0 + rng.normal(0, spread / 3, 100), lng0 + rng.normal(0, spread / 3, 100))
+        router.observe(qlat, qlng, dlat, dlng)
+        own, mask = router.memberships(dlat, dlng)
+        assert not set(own.tolist()) & set(lost)
+        assert ((mask & dead) == 0).all()
+        assert (own == router.route_requests(dlat, dlng)).all()
+        d = rng.integers(0, dlat.size, 2000)
+        plat, plng = _destination(dlat[d], dlng[d], rng.uniform(0, 360, d.size), rng.uniform(0, radius, d.size))
+        near = geo.haversine_m(dlat[d], dlng[d], plat, plng) <= radius
+        q = router.route_requests(plat, plng)
+        assert not set(q[near].tolist()) & set(lost)
+        assert ((((mask[d] >> q.astype(np.uint64)) & np.uint64(1)) == 1)[near]).all()
+
+
+def test_curve_regions_remove_every_shard_but_one():
+    r = CurveRegions(4)
+    keys = np.arange(0, 1 << 40, (1 << 40) // 1000, dtype=np.uint64)
+    r.place(keys, np.ones(keys.size))
+    for s in (3, 0, 2):
+        r.remove_shard(s)
+    assert set(r.owners(keys).tolist()) == {1}
+    r.rebalance(keys, np.ones(keys.size), np.inf)
+    assert set(r.owners(keys).tolist()) == {1}
+    with pytest.raises(ValueError, match="every shard"):
+        r.remove_shard(1)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from matcher.analysis.audit import check_run
 from matcher.analysis.metrics import read_events
@@ -114,3 +116,13 @@ def test_time_budget_falls_back_to_greedy_and_is_counted(trace, tmp_path):
     assert s["fallback_ticks"] > 0
     ev = read_events(tmp_path / "budget")
     assert ev.filter(pl.col("kind") == "match").height > 0
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=60), st.integers(1, 64))
+def test_bit_counts_is_the_per_bit_count(values, k):
+    """The coordinator's per-shard membership counts (byte-lane histograms) against a bit loop."""
+    from matcher.dist.coordinator import bit_counts
+
+    mask = np.array(values, np.uint64) & np.uint64(2**k - 1)
+    want = [sum((int(v) >> s) & 1 for v in mask) for s in range(k)]
+    assert bit_counts(mask, k).tolist() == want

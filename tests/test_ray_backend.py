@@ -48,7 +48,7 @@ pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 3
-TICK_COLUMNS = ["tick", "ts", "pending", "matched", "deferred", "fallbacks"]  # not the wall-clock ones
+TICK_COLUMNS = ["tick", "ts", "pending", "matched", "deferred", "round2", "fallbacks"]  # not the wall-clock ones
 
 
 @dataclass
@@ -58,14 +58,17 @@ class Run:
     call_ms: list[float] = field(default_factory=list)  # RayBackend.call_ms (Ray runs only)
     wall_s: float = 0.0
     calls: int = -1  # actor calls the Ray backend made (Ray runs only)
+    posts: int = -1  # ... of which calls of unanswered inputs (Ray runs only)
     answered: list[int] = field(default_factory=list)  # per tick: shards waited for
+    unanswered: int = 0  # inputs sent without waiting
+    border: list[int] = field(default_factory=list)  # per round 2: shards given contested components
 
 
 class _Timed:
     """A ShardBackend that times every tick of the backend it wraps."""
 
-    def __init__(self, inner, sink: list[float], answered: list[int]):
-        self.inner, self.sink, self.answered = inner, sink, answered
+    def __init__(self, inner, sink: list[float], run: Run):
+        self.inner, self.sink, self.run = inner, sink, run
         self.n_shards = inner.n_shards
 
     def tick(self, inputs, answer):
@@ -74,7 +77,12 @@ class _Timed:
             return self.inner.tick(inputs, answer)
         finally:
             self.sink.append((time.perf_counter() - t0) * 1e3)
-            self.answered.append(sum(answer))
+            self.run.answered.append(sum(answer))
+            self.run.unanswered += sum(1 for i, a in zip(inputs, answer) if i is not None and not a)
+
+    def solve_border(self, tasks):
+        self.run.border.append(len(tasks))
+        return self.inner.solve_border(tasks)
 
     def late(self):
         return self.inner.late()
@@ -86,7 +94,7 @@ class _Timed:
         self.inner.close()
 
     def __getattr__(self, name):
-        if name in ("inner", "sink", "answered"):
+        if name in ("inner", "sink", "run"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
@@ -108,13 +116,14 @@ def _replay(small, out: Path, **shard) -> Run:
     def timed(*a):
         b = make_backend(*a)
         backends.append(b)
-        return _Timed(b, run.tick_ms, run.answered)
+        return _Timed(b, run.tick_ms, run)
 
     t0 = time.perf_counter()
     run_replay(_cfg(small, out, **shard), backend_factory=timed)
     run.wall_s = time.perf_counter() - t0
     run.call_ms = list(getattr(backends[0], "call_ms", []))
     run.calls = getattr(backends[0], "calls", -1)
+    run.posts = getattr(backends[0], "posts", -1)
     return run
 
 
@@ -174,13 +183,28 @@ def test_inprocess_run_is_a_valid_golden(golden, small_trace):
 
 
 def test_local_ray_gives_the_inprocess_log(ray_session, golden, small_trace, tmp_path, capsys):
+    from matcher.dist.ray_backend import QUEUE_MAX
+
     run = _replay(small_trace, tmp_path / "run", backend="ray", num_cpus=0.25)
     _assert_same_run(run.out, golden.out)
     ticks, waited = len(golden.tick_ms), sum(run.answered)
     assert run.answered == golden.answered  # the same shards waited for, tick by tick
+    assert run.border == golden.border  # the same round-2 tasks
     assert len(run.call_ms) == sum(1 for a in run.answered if a)  # one gather per tick that needs one, no retries
-    # ticks that need no answer cost no call: far fewer actor calls than one per shard and tick
-    assert waited <= run.calls < ticks * SHARDS / 2, (run.calls, waited, ticks)
+    # Every actor call is accounted for, exactly: one per shard that must answer at its tick (its
+    # requests may have a candidate), one per shard given contested border components in round 2,
+    # and the posts of inputs nobody waits for (a shard's queue reached QUEUE_MAX, or the final drain).
+    # A tick with no pending work costs no call. With regions balanced by load, 1.8 of the 3 shards
+    # hold requests that may have a candidate on a tick of this small city (810 answered calls over
+    # 449 ticks, measured on this trace; 419 with hash placement, where one shard holds most of it),
+    # so the sum exceeds the old bound of ticks x shards / 2 (673): that is the work being shared,
+    # not waste. Round 2 is 107 calls on 106 ticks (uncontested border components are settled from
+    # round 1; before that it was 462 calls on 345 ticks), posts 8.
+    assert run.calls == waited + sum(run.border) + run.posts, (run.calls, waited, run.border, run.posts)
+    assert run.posts <= run.unanswered // QUEUE_MAX + SHARDS, (run.posts, run.unanswered)
+    # round 2 only on ticks with a contested component (uncontested ones are settled from round 1)
+    round2 = metrics.read_ticks(run.out)["round2"]
+    assert len(run.border) == int((round2 > 0).sum()) < ticks // 2, (len(run.border), ticks)
     _report(capsys, "local Ray", run, golden)
 
 

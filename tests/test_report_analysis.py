@@ -318,6 +318,34 @@ def test_shard_load_from_shards_parquet_and_from_ticks(tmp_path):
     assert shard_load(tmp_path) == (None, "no ticks.parquet")
 
 
+def test_shard_load_of_a_split_run_joins_on_area_and_tick(tmp_path):
+    """Areas count their ticks from 0 and number their shards from 0: a row of area b must never
+    take the time of area a's tick, and shard 0 of two areas are two shards."""
+    out = write_run(tmp_path / "run", tiny_log())
+    t = ticks_table([5.0, 6.0, 7.0], pending=[4, 0, 2])
+    ticks = pa.concat_tables([t.slice(0, 2), t.slice(2, 1).set_column(0, "tick", pa.array([0], pa.int64()))])
+    pq.write_table(ticks.append_column("area", pa.array(["a", "a", "b"])), out / "ticks.parquet")
+    shards = pa.table(
+        {
+            "tick": [0, 1, 0],
+            "shard": pa.array([0, 0, 0], pa.int32()),
+            "pending": [4, 0, 2],
+            "matched": [1, 0, 2],
+            "border": [1, 0, 0],
+            "solve_ms": [0.5, 0.1, 0.3],
+            "area": ["a", "a", "b"],
+        }
+    )
+    pq.write_table(shards, out / "shards.parquet")
+    df, source = shard_load(out)
+    assert source == "shards.parquet"
+    assert df.select("ts", "shard", "pending").rows() == [
+        (ticks["ts"][0].as_py(), "a/0", 4.0),
+        (ticks["ts"][1].as_py(), "a/0", 0.0),
+        (ticks["ts"][2].as_py(), "b/0", 2.0),
+    ]
+
+
 # --------------------------------------------------------------------------- local time
 def test_local_time_from_coordinates_and_tz():
     assert localtime.zone_at([40.75, 40.76, 91.0], [-73.98, -73.97, 0.0]) == "America/New_York"

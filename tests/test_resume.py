@@ -124,3 +124,29 @@ def test_checkpoint_of_the_flat_layout_still_loads():
     )
     assert b"matcher.states\n" in old
     assert _CheckpointUnpickler(io.BytesIO(old)).load() == {"status": DriverStatus.AVAILABLE}
+
+
+@pytest.mark.slow
+def test_resume_of_a_checkpoint_whose_ticks_lack_newer_columns(trace, tmp_path):
+    """A checkpoint of an older release has no round2/critical_ms/... tick columns: the resumed
+    run writes them as nulls for the ticks before it, and the same events as an uninterrupted run."""
+    import pickle
+
+    cfg = RunConfig(trace=str(trace), out=str(tmp_path / "full"), drivers=40, quiet=True, checkpoint_every_s=300)
+    run_replay(cfg)
+    cut = replace(cfg, out=str(tmp_path / "cut"))
+    with pytest.raises(_Crash):
+        run_replay(cut, progress=_CrashAfter(600))
+    path = tmp_path / "cut" / CHECKPOINT
+    state = pickle.loads(path.read_bytes())
+    old = ("coordinator_ms", "critical_ms", "shard_cpu_ms", "round2")
+    before = len(state["loop"].ticks["tick"])
+    for name in old:
+        del state["loop"].ticks[name]
+    path.write_bytes(pickle.dumps(state))
+    resume_replay(str(tmp_path / "cut"))
+    assert read_events(tmp_path / "cut").equals(read_events(tmp_path / "full"))
+    ticks = pl.read_parquet(tmp_path / "cut" / "ticks.parquet")
+    assert before > 0 and ticks.height == pl.read_parquet(tmp_path / "full" / "ticks.parquet").height
+    for name in old:
+        assert ticks[name].head(before).is_null().all() and ticks[name].tail(ticks.height - before).is_not_null().all()

@@ -15,6 +15,7 @@ from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.shard import Matches, ShardState, TickInput, greedy_order, solve_deferred
 from matcher.core.states import DriverStatus
+from matcher.dist.merge import merge_step
 
 NOW = 10_000.0
 CITY = (40.70, 40.80, -74.10, -73.86)  # lat_min, lat_max, lng_min, lng_max: ~11 km x 20 km
@@ -95,17 +96,22 @@ def objective(matches: Matches, reqs: RequestBatch, cfg: MatchConfig) -> float:
 
 
 def run_sharded(pings, reqs, n_shards, cuts, cfg, policy):
+    """Every shard ticks, then THE merge step (matcher.dist.merge): border components solved on the shards."""
     parts, own, shared = split(pings, reqs, n_shards, cuts)
     outs = []
     for s, (p, r) in enumerate(parts):
         st_ = ShardState(s, cfg)
         outs.append((st_, st_.tick(TickInput(1, NOW, p, np.empty(0, np.int64), r, policy))))
+    shards = [st_ for st_, _ in outs]
+
+    def solve(tasks):
+        return {s: shards[s].solve_border(t) for s, t in tasks.items()}
+
+    merged = merge_step(1, [o for _, o in outs], reqs, policy, solve, len(outs))
     dreq = np.concatenate([o.deferred_req for _, o in outs])
-    deferred = Matches.concat([o.deferred for _, o in outs])
-    srt = np.argsort(reqs.idx)
-    wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
-    dm = solve_deferred(deferred, dreq, wait, policy, cfg)
-    return outs, dm, own, shared, dreq
+    round2 = [r.matches for r in solve(merged.plan.tasks).values()]  # idempotent: stored results
+    border = Matches.concat([*merged.plan.settled.values(), *round2])  # settled from round 1, then round 2
+    return outs, border, own, shared, dreq, merged
 
 
 def run_global(pings, reqs, cfg, policy):
@@ -127,9 +133,22 @@ def check_decomposition(seed, n_shards, policy, k):
     cuts = np.sort(rng.uniform(lng0 + 0.02, lng1 - 0.02, n_shards - 1))
     cfg = MatchConfig(radius_m=RADIUS_M, k=k, dense_max_cells=int(rng.choice([0, 40_000])))
 
-    outs, dm, own, shared, dreq = run_sharded(pings, reqs, n_shards, cuts, cfg, policy)
+    outs, dm, own, shared, dreq, merged = run_sharded(pings, reqs, n_shards, cuts, cfg, policy)
     local = Matches.concat([o.matches for _, o in outs])
-    allm = Matches.concat([local, dm])
+    allm = merged.matches
+    assert len(allm) == len(local) + len(dm)
+    # each contested border component went whole to one shard in round 2, the uncontested ones were
+    # settled from their shard's tentative solve; every match names the shard that made it
+    plan = merged.plan
+    assert merged.deferred == len(dreq) and sum(len(t.req_idx) for t in plan.tasks.values()) == plan.contested
+    sent = np.concatenate([t.req_idx for t in plan.tasks.values()] or [np.empty(0, np.int64)])
+    assert not set(sent.tolist()) & {r for m in plan.settled.values() for r in m.req.tolist()}
+    for s, m in plan.settled.items():  # a shard's settled matches are of its own requests
+        assert set(m.req.tolist()) <= set(outs[s][1].deferred_req.tolist())
+        # uncontested: no other shard deferred an edge to a driver of them
+        others = {kk for t, (_, o) in enumerate(outs) if t != s for kk in o.deferred.key.tolist()}
+        assert not set(m.key.tolist()) & others
+    assert merged.matched_by.sum() == len(allm) and len(merged.shard_of) == len(allm)
 
     # (a) no driver matched twice across shards + coordinator; no request twice either
     assert len(np.unique(allm.key)) == len(allm), "a driver is matched twice"
@@ -147,7 +166,7 @@ def check_decomposition(seed, n_shards, policy, k):
         # deferred edges name only deferred requests, and matched/deferred requests are disjoint
         assert set(o.deferred.req.tolist()) <= set(o.deferred_req.tolist())
         assert not set(o.matches.req.tolist()) & set(o.deferred_req.tolist())
-    # the coordinator only matches deferred requests
+    # round 2 only matches deferred requests
     assert set(dm.req.tolist()) <= set(dreq.tolist())
 
     # (b) the same objective as one global solve
@@ -163,7 +182,7 @@ def check_decomposition(seed, n_shards, policy, k):
     for kk, d, la, ln in zip(allm.key.tolist(), allm.dist, allm.lat, allm.lng):
         i = pos[kk]
         assert (la, ln) == (pings.lat[i], pings.lng[i])
-    return len(dreq), len(allm)
+    return len(dreq), len(allm), plan.contested, sum(len(m) for m in plan.settled.values())
 
 
 @settings(max_examples=25, deadline=None)
@@ -175,14 +194,17 @@ def test_sharded_equals_global(seed, n_shards, policy, k):
 @pytest.mark.parametrize("policy", ["batch", "greedy"])
 @pytest.mark.parametrize("n_shards", [2, 3, 4])
 def test_sharded_equals_global_has_border_work(policy, n_shards):
-    """Fixed seeds where the coordinator really has deferred work (the hypothesis test
-    could in principle pass on instances with none)."""
-    total_deferred = total_matched = 0
+    """Fixed seeds where the coordinator really has border work, both settled from round 1 and
+    contested (round 2): the hypothesis test could in principle pass on instances with none."""
+    total_deferred = total_matched = total_contested = total_settled = 0
     for seed in range(3):
-        d, m = check_decomposition(seed, n_shards, policy, 20)
+        d, m, c, settled = check_decomposition(seed, n_shards, policy, 20)
         total_deferred += d
         total_matched += m
+        total_contested += c
+        total_settled += settled
     assert total_deferred > 0 and total_matched > 0
+    assert total_contested > 0 and total_settled > 0
 
 
 # ------------------------------------------------------------------ tick behaviour
@@ -309,9 +331,9 @@ def test_greedy_ties_decompose_exactly():
         np.empty(0, np.int64),
     )
     cfg = MatchConfig()
-    outs, dm, _, shared, dreq = run_sharded(pings, reqs, 2, np.array([cut]), cfg, "greedy")
+    outs, dm, _, shared, dreq, merged = run_sharded(pings, reqs, 2, np.array([cut]), cfg, "greedy")
     assert shared.all() and sorted(dreq.tolist()) == [0, 1]
-    sharded = Matches.concat([o.matches for _, o in outs] + [dm])
+    sharded = merged.matches
     _, gout = run_global(pings, reqs, cfg, "greedy")
     assert as_dict(sharded) == as_dict(gout.matches) == {0: 3}  # key 3 < key 9
     assert objective(sharded, reqs, cfg) == pytest.approx(objective(gout.matches, reqs, cfg))

@@ -51,6 +51,7 @@ def tick_inputs(draw) -> TickInput:
 @st.composite
 def tick_outputs(draw) -> TickOutput:
     m, d, r = (draw(st.integers(0, 5)) for _ in range(3))
+    t = draw(st.none() | st.integers(0, 4))  # the tentative solve's matches (None: not solved)
     return TickOutput(
         draw(st.integers(0, 10**6)),
         3,
@@ -63,6 +64,9 @@ def tick_outputs(draw) -> TickOutput:
         fallback=draw(st.booleans()),
         drivers=draw(st.integers(0, 100)),
         restarted=draw(st.booleans()),
+        cpu_ms=draw(st.floats(0, 100)),
+        halo_drivers=draw(st.integers(0, 100)),
+        tentative=None if t is None else Matches(**_arrays(draw, t, _MATCH_DT)),
     )
 
 
@@ -73,7 +77,7 @@ def _same(a, b) -> None:
         x, y = getattr(a, f.name), getattr(b, f.name)
         if isinstance(x, np.ndarray):
             assert x.dtype == y.dtype and np.array_equal(x, y), f.name
-        elif hasattr(x, "__dataclass_fields__"):
+        elif hasattr(x, "__dataclass_fields__") or hasattr(y, "__dataclass_fields__"):
             _same(x, y)
         else:
             assert x == y, f.name

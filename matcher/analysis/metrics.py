@@ -50,6 +50,17 @@ From OUT/ticks.parquet (one row per tick)
     ``ticks``     number of ticks; ``fallback_ticks`` ticks with ``fallbacks`` > 0;
     ``border_share`` = sum(deferred) / sum(pending) (null when sum(pending) is 0).
 
+From OUT/shards.parquet (one row per tick and shard) and ticks.parquet
+    ``shard_balance`` = max over mean of each shard's total ``solve_ms`` (CPU,
+    both rounds) over the run; 1.0 is perfect (null without shards.parquet or
+    with no CPU measured). In a run split into areas a shard is (``area``,
+    ``shard``): every area has its own shards.
+    ``coordinator_solve_share`` = sum(ticks ``coordinator_ms``) / (that +
+    sum(shards ``solve_ms``)): the coordinator's share of all solve CPU.
+    ``modeled_speedup`` = median over ticks of (``shard_cpu_ms`` +
+    ``coordinator_ms``) / ``critical_ms``: what one core per shard would give,
+    modelled from the CPU times of this run (ticks with critical_ms > 0).
+
 From the run meta (OUT/run.json, written by the engine)
     ``policy``, ``window_s``, ``shards``, ``seed``, ``label``, ``drivers``,
     ``quarantined``, ``sim_seconds``, ``wall_seconds``. When the meta lacks one:
@@ -356,6 +367,27 @@ def _tick_figures(ticks: pl.DataFrame | None) -> dict:
     return out
 
 
+def _shard_figures(out_dir: str | os.PathLike, ticks: pl.DataFrame | None) -> dict:
+    out = {"shard_balance": None, "coordinator_solve_share": None, "modeled_speedup": None}
+    path = Path(out_dir) / "shards.parquet"
+    if not path.exists():
+        return out
+    sh = pl.read_parquet(path)
+    keys = ["area", "shard"] if "area" in sh.columns else ["shard"]  # a split run: each area has its own shards
+    per = sh.group_by(keys).agg(pl.col("solve_ms").sum())["solve_ms"].to_numpy()
+    if per.size and per.mean() > 0:
+        out["shard_balance"] = float(per.max() / per.mean())
+    if ticks is None or "coordinator_ms" not in ticks.columns:
+        return out
+    coord = float(ticks["coordinator_ms"].fill_null(0).sum())
+    out["coordinator_solve_share"] = _ratio(coord, coord + float(per.sum()))
+    crit = ticks.filter(pl.col("critical_ms") > 0)
+    if crit.height:
+        work = (crit["shard_cpu_ms"] + crit["coordinator_ms"]) / crit["critical_ms"]
+        out["modeled_speedup"] = float(work.median())
+    return out
+
+
 def _quarantined(out_dir) -> int:
     path = Path(out_dir) / "quarantine.parquet"
     return pl.scan_parquet(path).select(pl.len()).collect().item() if path.exists() else 0
@@ -438,7 +470,9 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
     n_req = reqs.height
     completed = reqs.filter(pl.col("outcome") == "completed")
     picked = reqs.filter(pl.col("pickup_ts").is_not_null())
-    ticks = _tick_figures(read_ticks(out_dir))
+    tick_table = read_ticks(out_dir)
+    ticks = _tick_figures(tick_table)
+    shard_figs = _shard_figures(out_dir, tick_table)
 
     span = (last_ts - first_ts).total_seconds() if n_events else 0.0
     hourly = lf.filter(pl.col("kind") == "request").group_by(pl.col("ts").dt.truncate("1h")).len().collect()
@@ -481,6 +515,7 @@ def summarize(out_dir: str | os.PathLike, meta: dict | None = None, events: pl.D
         "ticks": ticks["ticks"],
         "fallback_ticks": ticks["fallback_ticks"],
         "border_share": ticks["border_share"],
+        **shard_figs,
         "requests_per_hour_peak": peak,
         "speedup": _ratio(sim_seconds, wall_seconds),
         "busy_driver_hours": busy_s / 3600.0,

@@ -2,7 +2,9 @@
 
 From ``OUT/shards.parquet`` (one row per tick and shard) when the run has it, joined
 to ``OUT/ticks.parquet`` for the tick's time; else from ``ticks.parquet`` alone, whose
-rows are totals over all shards (shard ``"all"``). Border share is ``border / pending``
+rows are totals over all shards (shard ``"all"``). In a run split into areas
+both files carry ``area``: rows join on (area, tick) and a shard is named
+``AREA/SHARD`` (every area has its own shards). Border share is ``border / pending``
 per row of shards.parquet (requests whose candidates reach another shard's drivers),
 ``deferred / pending`` from ticks.parquet (border requests the coordinator solved).
 """
@@ -42,9 +44,12 @@ def shard_load(out_dir: str | os.PathLike) -> tuple[pl.DataFrame | None, str]:
             raise MatcherError(f"{shards_path}: unreadable ({type(e).__name__})") from None
         need = {"tick", "shard", "pending", "matched", "solve_ms", "border"}
         if need <= set(sh.columns):
-            df = sh.join(ticks.select("tick", "ts"), on="tick", how="inner").select(
+            split = "area" in sh.columns and "area" in ticks.columns
+            on = ["area", "tick"] if split else ["tick"]
+            name = pl.col("shard").cast(pl.String)
+            df = sh.join(ticks.select(*on, "ts"), on=on, how="inner").select(
                 "ts",
-                pl.col("shard").cast(pl.String),
+                pl.concat_str([pl.col("area"), name], separator="/").alias("shard") if split else name,
                 pl.col("pending").cast(pl.Float64),
                 pl.col("matched").cast(pl.Float64),
                 pl.col("solve_ms").cast(pl.Float64),

@@ -6,15 +6,19 @@ routed to it and splits the candidate graph into connected components:
 - a component whose drivers all live only on this shard is solved here and
   committed (the drivers become ``OFFERED`` in this table);
 - a component that touches a *shared* driver (a halo copy, or an owned driver
-  another shard can also see) is returned unsolved as *deferred* edges, for the
-  coordinator to solve together with the other shards' deferred edges.
+  another shard can also see) is returned as *deferred* edges, together with
+  the shard's own exact solve of them (*tentative*, nothing committed); the
+  coordinator joins all shards' deferred edges into whole components, takes the
+  tentative solve of every component only this shard's requests reach
+  (uncontested: it is the whole component), and sends each other component
+  whole to one shard (round 2, `solve_border`; see :mod:`matcher.dist.merge`).
 
 Guarantees:
 - a driver is offered by exactly one shard per tick: a shard commits only
   drivers that no other shard can see, and every edge of a shared driver is
   deferred by every shard that sees it;
-- the union of the local solves and the coordinator's solve of the deferred
-  edges has the same objective as one global solve (components are
+- the union of the local solves and the round-2 solves of whole border
+  components has the same objective as one global solve (components are
   independent), so sharding costs no match quality.
 - ticks are idempotent by tick id: a retried tick returns the stored result
   without applying anything twice.
@@ -94,6 +98,11 @@ class TickOutput:
     fallback: bool = False
     drivers: int = 0
     restarted: bool = False  # the shard came back empty; nothing was solved
+    cpu_ms: float = 0.0  # CPU time of this tick on the shard's thread (pings, candidates, local solve)
+    halo_drivers: int = 0  # read-only copies held after the tick
+    # the shard's exact solve of its deferred edges (batch: optimal, greedy: in greedy order), not
+    # committed; None: not solved (every border component goes to round 2)
+    tentative: Matches | None = None
 
 
 class ShardState:
@@ -108,6 +117,7 @@ class ShardState:
         self._fresh = True  # no tick applied since construction
         self._ms_per_edge = 0.0  # learned batch solve speed, for the time budget
         self._learned_big = False
+        self._last_border: BorderResult | None = None
 
     def tick(self, inp: TickInput) -> TickOutput:
         if self._last is not None and self._last.tick == inp.tick and not inp.reset:
@@ -123,7 +133,7 @@ class ShardState:
                 len(inp.requests),
                 restarted=True,
             )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if inp.reset:
             self.table = DriverTable()
         self._fresh = False
@@ -137,6 +147,8 @@ class ShardState:
         out.ping_refusals = refusals
         out.solve_ms = (time.perf_counter() - t0) * 1e3
         out.drivers = int(self.table.col("owned").sum())
+        out.halo_drivers = self.table.n - out.drivers
+        out.cpu_ms = (time.thread_time() - c0) * 1e3
         self._last = out
         return out
 
@@ -188,7 +200,48 @@ class ShardState:
             t.lat[cand.row[d]],
             t.lng[cand.row[d]],
         )
-        return TickOutput(inp.tick, self.shard, matches, deferred, reqs.idx[~local_req], n, fallback=fallback)
+        border_req = ~local_req
+        tentative = None
+        if len(deferred):
+            # exact whatever the budget: a component the coordinator settles with it must be solved optimally
+            tentative = solve_deferred(deferred, reqs.idx[border_req], reqs.wait_s[border_req], inp.policy, self.cfg)
+        return TickOutput(
+            inp.tick, self.shard, matches, deferred, reqs.idx[border_req], n, fallback=fallback, tentative=tentative
+        )
+
+    def solve_border(self, task: BorderTask) -> BorderResult:
+        """Solve border components the coordinator sent here (round 2 of a tick), exactly.
+
+        A pure function of the task (the edges carry their costs; no table is
+        read or written: the world's next pings carry the offered drivers'
+        new status), idempotent by tick like `tick`.
+        """
+        if self._last_border is not None and self._last_border.tick == task.tick:
+            return self._last_border
+        c0 = time.thread_time()
+        m = solve_deferred(task.edges, task.req_idx, task.wait_s, task.policy, self.cfg)
+        res = BorderResult(task.tick, self.shard, m, (time.thread_time() - c0) * 1e3)
+        self._last_border = res
+        return res
+
+
+@dataclass
+class BorderTask:
+    """Border components of one tick sent to one shard: their candidate edges and requests."""
+
+    tick: int
+    edges: Matches  # candidate edges (request idx, driver key, eta, ...) of whole components
+    req_idx: I64Array  # the components' requests
+    wait_s: F64Array  # their waits
+    policy: Policy = Policy.BATCH
+
+
+@dataclass
+class BorderResult:
+    tick: int
+    shard: int
+    matches: Matches
+    cpu_ms: float  # CPU time of the solve on the shard's thread
 
 
 def edge_positions(edge_req: I64Array, edge_col: I64Array, req: I64Array, col: I64Array) -> I64Array:
@@ -205,7 +258,7 @@ def greedy_order(reqs: RequestBatch) -> I64Array:
 
 
 def solve_deferred(deferred: Matches, req_idx: I64Array, wait_s: F64Array, policy: Policy, cfg: MatchConfig) -> Matches:
-    """The coordinator's solve of all shards' border components, as one problem.
+    """One solve of border components (whole ones: round 2 on a shard), as one problem.
 
     ``req_idx``/``wait_s`` describe the deferred requests; edges refer to them by idx
     and to drivers by key, so a driver seen by several shards is one column.

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from matcher.config import MatchConfig, ShardConfig
-from matcher.core.shard import ShardState, TickInput, TickOutput
+from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
 
 
 class ShardLostError(Exception):
@@ -58,6 +58,10 @@ class ShardBackend(Protocol):
 
     def drain(self) -> list[TickOutput]:
         """Send everything held back, wait for it, and return the outputs ``late`` has not returned."""
+        ...
+
+    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+        """Round 2 of a tick, only on ticks with border work: shard s solves tasks[s]; gathered by shard."""
         ...
 
     def close(self) -> None: ...
@@ -91,6 +95,9 @@ class InProcessBackend:
 
     def drain(self) -> list[TickOutput]:
         return self.late()
+
+    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+        return {s: self.shards[s].solve_border(t) for s, t in tasks.items()}
 
     def close(self) -> None:
         pass

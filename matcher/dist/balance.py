@@ -23,6 +23,9 @@ rebalances):
 2. A rebalance moves at most ``max_move`` of the observed load (measured on
    the load it was given, to the resolution of one key cell).
 3. Determinism: the cuts depend only on the loads given, in order.
+4. A lost shard (`remove_shard`) owns nothing from then on: its run collapses
+   to empty (its keys go to the next living run along the curve, or the
+   previous one at the end) and later placements and rebalances give it none.
 """
 
 from __future__ import annotations
@@ -55,6 +58,36 @@ class CurveRegions:
         step = (1 << 40) // n_shards
         self.cuts: U64Array = np.array([step * (i + 1) for i in range(n_shards - 1)], dtype=np.uint64)
         self.version = 0
+        self.dead: set[int] = set()
+
+    def living(self) -> int:
+        return self.k - len(self.dead)
+
+    def remove_shard(self, shard: int) -> None:
+        """Shard `shard` is lost: its run (and every dead run) becomes empty, its keys go to a living run."""
+        if not 0 <= shard < self.k:
+            raise ValueError(f"no shard {shard} (shards 0..{self.k - 1})")
+        self.dead.add(shard)
+        if not self.living():
+            raise ValueError("every shard is lost")
+        new = self._collapse(self.cuts)
+        if not np.array_equal(new, self.cuts):
+            self.cuts = new
+            self.version += 1
+
+    def _collapse(self, cuts: U64Array) -> U64Array:
+        """`cuts` with every dead run empty (its keys to the next living run, or the last living one)."""
+        if not self.dead:
+            return cuts
+        b = [_U64(0), *(_U64(c) for c in cuts.tolist()), _ALL]  # run i is [b[i], b[i + 1])
+        top = max(i for i in range(self.k) if i not in self.dead)
+        for i in range(top):  # a dead run below the last living one: its keys go up
+            if i in self.dead:
+                b[i + 1] = b[i]
+        for i in range(self.k - 1, top, -1):  # dead runs above it: empty at the top
+            b[i] = _ALL
+        out: U64Array = np.maximum.accumulate(np.array(b[1:-1], dtype=np.uint64))
+        return out
 
     def owners(self, keys: U64Array) -> I32Array:
         """Owner shard (int32) of each key (`curve.NO_KEY` lands on the last shard: callers mask it)."""
@@ -78,6 +111,8 @@ class CurveRegions:
     def imbalance(self, keys: U64Array, weights: F64Array) -> float:
         """max / mean of `loads` (1.0 is perfect; 1.0 also with no load)."""
         load = self.loads(keys, weights)
+        if self.dead:
+            load = load[[i for i in range(self.k) if i not in self.dead]]
         mean = float(load.mean())
         return float(load.max()) / mean if mean > 0 else 1.0
 
@@ -122,13 +157,15 @@ class CurveRegions:
         # cumulative load before each current cut (load of the keys below it)
         j = np.searchsorted(sk, self.cuts, side="left")
         cur = np.where(j > 0, cum[np.maximum(j - 1, 0)], 0.0)
-        target = total * np.arange(1, self.k) / self.k
+        # cut i ends run i: living runs get equal shares, dead runs none (they stay empty)
+        alive = np.array([i not in self.dead for i in range(self.k)], dtype=np.float64)
+        target = total * np.cumsum(alive)[:-1] / alive.sum()
         dist = float(np.abs(target - cur).sum())
         if dist <= 0:
             return 0.0
         a = min(1.0, max_move * total / dist)
         new = self._cut_at(sk, cum, target if a >= 1.0 else cur + a * (target - cur))
-        new = np.maximum.accumulate(new)  # sorted, whatever rounding did
+        new = self._collapse(np.maximum.accumulate(new))  # sorted, whatever rounding did; dead runs empty
         before = np.searchsorted(self.cuts, sk, side="right")
         after = np.searchsorted(new, sk, side="right")
         moved = float(w[before != after].sum())

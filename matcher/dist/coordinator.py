@@ -1,10 +1,12 @@
 """The coordinator: routes one tick's pings and requests to the shards, gathers
-their answers and solves what they deferred. Talks only to a ShardBackend.
+their answers and merges them (border components solved on the shards, see
+:mod:`matcher.dist.merge`). Talks only to a ShardBackend and a Router.
 
 It keeps the latest report of every driver (a columnar table, one row per
 driver). That table is what makes regions movable and shards replaceable: when
-a hot region is split or merged, or a shard comes back empty after a crash,
-the affected drivers' latest reports are simply sent again.
+regions move (a rebalance), only the drivers whose owner or halo changed are
+sent again; when a shard comes back empty after a crash, or a tick failed, the
+affected shards are rebuilt from the latest reports.
 
 Guarantees (with the shard's, see :mod:`matcher.core.shard`):
 - every online driver lives on exactly one owning shard, plus read-only halo
@@ -13,6 +15,8 @@ Guarantees (with the shard's, see :mod:`matcher.core.shard`):
   old shards, inserted by the new) in the same tick, never lost or duplicated;
 - a driver is offered by exactly one shard per tick, and the merged result has
   the objective of one global solve;
+- a tick with no border work makes no second round trip; round 2 never goes to a
+  lost shard;
 - a shard is waited for only when its answer can hold a match (:mod:`matcher.dist.answer`);
   the others' inputs go without waiting (:mod:`matcher.dist.backend`), and the event log is
   the one of waiting for every shard;
@@ -23,8 +27,9 @@ Guarantees (with the shard's, see :mod:`matcher.core.shard`):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,139 +37,34 @@ import numpy.typing as npt
 from matcher.config import MatchConfig, Policy, ShardConfig
 from matcher.core.candidates import RequestBatch, compat_matrix
 from matcher.core.driver_table import Pings
+from matcher.core.shard import Matches, TickInput, TickOutput
 from matcher.core.states import DriverStatus
-from matcher.core.shard import Matches, TickInput, TickOutput, solve_deferred
 from matcher.dist.answer import doubtful_reports, needs_answer
 from matcher.dist.backend import ShardBackend, ShardLostError
+from matcher.dist.merge import REQUEST_UNITS, merge_step
 from matcher.dist.ring import popcount64
-from matcher.errors import RunStopped
+from matcher.dist.routers import GeoRouter, Router, SingleRouter, make_router
+from matcher.dist.shardstats import ShardStats
+
+__all__ = ["Coordinator", "GeoRouter", "Router", "SingleRouter", "TickStats", "make_router"]
 
 I32Array = npt.NDArray[np.int32]
-U64Array = npt.NDArray[np.uint64]
-
-
-class Router(Protocol):
-    """Where drivers and requests go. ``version`` changes whenever any answer may change."""
-
-    @property
-    def version(self) -> int: ...
-
-    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
-        """(owner shard, membership mask) of drivers at (lat, lng)."""
-        ...
-
-    def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        """Shard of each request (the owner of its pickup point)."""
-        ...
-
-    def observe(self, lat: Any, lng: Any) -> None:
-        """The pending pickups of a tick (the load that may move regions)."""
-        ...
-
-    def remove_shard(self, shard: int) -> None:
-        """A shard is lost for good: its regions go to the living shards (RunStopped if none is left)."""
-        ...
-
-
-class SingleRouter:
-    """Everything on shard 0 (one shard: no borders)."""
-
-    version = 0
-
-    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
-        n = len(lat)
-        return np.zeros(n, np.int32), np.ones(n, np.uint64)
-
-    def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        return np.zeros(len(lat), np.int32)
-
-    def observe(self, lat: Any, lng: Any) -> None:
-        return None
-
-    def remove_shard(self, shard: int) -> None:
-        raise RunStopped(f"shard {shard}, the only one, is lost (its restarts are used up)")
-
-
-class GeoRouter:
-    """Geohash regions on a consistent-hash ring (:class:`matcher.dist.sharding.RegionMap`),
-    with hot regions split when their smoothed load passes ``hot_split_load``."""
-
-    def __init__(self, shard: ShardConfig, match: MatchConfig) -> None:
-        from matcher.dist.sharding import RegionMap
-
-        self.map = RegionMap.from_config(shard, radius_m=match.radius_m)
-        self.split_at = float(shard.hot_split_load)
-        self.load: dict[str, float] = {}
-
-    @property
-    def version(self) -> int:
-        return self.map.version
-
-    def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
-        return self.map.memberships(lat, lng, tight=True)
-
-    def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        return self.map.route_requests(lat, lng)
-
-    def remove_shard(self, shard: int) -> None:
-        """The ring moves only the lost shard's regions, to the living shards."""
-        if len(self.map.shards) <= 1:
-            raise RunStopped(f"shard {shard}, the last living one, is lost (its restarts are used up)")
-        self.map.remove_shard(shard)
-
-    def observe(self, lat: Any, lng: Any) -> None:
-        """Pending requests of a tick: smoothed per-region load drives splits and merges."""
-        if self.split_at <= 0:
-            return
-        now = self.map.load_by_region(lat, lng)
-        for r in set(self.load) | set(now):
-            self.load[r] = 0.9 * self.load.get(r, 0.0) + 0.1 * now.get(r, 0)
-        self.map.rebalance(self.load, self.split_at, self.split_at / 4)
-
-
-def make_router(shard: ShardConfig, match: MatchConfig) -> Router:
-    return SingleRouter() if shard.shards == 1 else GeoRouter(shard, match)
-
-
-@dataclass
-class Merged:
-    """The shards' outputs of one tick merged into one answer."""
-
-    matches: Matches
-    shard_of: I32Array  # the shard that made each match
-    deferred: int  # border requests (solved together, not on their shard)
-
-
-def merge_outputs(
-    outs: list[TickOutput], reqs: RequestBatch, owner: I32Array, policy: Policy, match: MatchConfig
-) -> Merged:
-    """THE merge step of shard outputs (coordinator, tests and bench all use it).
-
-    The shards' local matches are kept as they are; the border components they
-    deferred are solved together (:func:`matcher.core.shard.solve_deferred`) and
-    offered through the driver's owning shard (`owner`, by driver key).
-    """
-    local = Matches.concat([o.matches for o in outs])
-    local_shard = np.concatenate([np.full(len(o.matches), o.shard, np.int32) for o in outs] or [np.empty(0, np.int32)])
-    dreq = np.concatenate([o.deferred_req for o in outs] or [np.empty(0, np.int64)])
-    if len(dreq):
-        srt = np.argsort(reqs.idx)
-        wait = reqs.wait_s[srt[np.searchsorted(reqs.idx, dreq, sorter=srt)]]
-        dm = solve_deferred(Matches.concat([o.deferred for o in outs]), dreq, wait, policy, match)
-    else:
-        dm = Matches.empty()
-    shard_of = np.concatenate([local_shard, owner[dm.key]]).astype(np.int32)
-    return Merged(Matches.concat([local, dm]), shard_of, len(dreq))
+F64Array = npt.NDArray[np.float64]
+I64Array = npt.NDArray[np.int64]
 
 
 @dataclass
 class TickStats:
     pending: int
     matched: int
-    deferred: int
+    deferred: int  # border requests (their components touch a shared driver)
     fallbacks: int
     solve_ms_max: float
     refused_pings: int
+    coordinator_ms: float = 0.0  # CPU of the coordinator's merge step (border components, assignment, merge)
+    critical_ms: float = 0.0  # slowest shard's round 1 + coordinator + slowest shard's round 2 (CPU)
+    shard_cpu_ms: float = 0.0  # all shards' CPU, both rounds
+    round2: int = 0  # border requests of contested components, solved in round 2 (the others settled in round 1)
 
 
 class Coordinator:
@@ -184,6 +84,8 @@ class Coordinator:
         self.restarts = 0
         self.failures: list[tuple[int, str]] = []
         self.refusals: dict[str, int] = {}
+        self.stats = ShardStats(self.k)
+        self._reset_all = False
         self.compat = compat_matrix(match.compat)  # [ride type, vehicle]: may serve
         self.doubtful = np.zeros(n_drivers, bool)  # a report of it may have been refused by a shard
         self.lost: list[dict[str, Any]] = []  # shards lost for good: {"shard", "tick", "reason"}
@@ -194,12 +96,12 @@ class Coordinator:
         """Drive a new set of (empty) shards, e.g. after a resume: the next tick rebuilds them."""
         self.backend = backend
         self.started = [False] * self.k
-        self._version = -1  # forces a full re-send with reset
+        self._reset_all = True  # the next tick re-sends every known driver with reset
 
     def failed(self, tick: int, error: Exception) -> None:
         """A tick raised: shards may hold half-applied state, so rebuild them all next tick."""
         self.failures.append((tick, f"{type(error).__name__}: {error}"))
-        self._version = -1
+        self._reset_all = True
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -213,6 +115,9 @@ class Coordinator:
         d.setdefault("lost", [])
         d.setdefault("answered", 0)
         d.setdefault("unanswered", 0)
+        # ... and before per-shard figures and the incremental re-send
+        d.setdefault("stats", ShardStats(d["k"]))
+        d.setdefault("_reset_all", False)
         self.__dict__.update(d)
 
     def _count(self, outs: list[TickOutput]) -> None:
@@ -223,7 +128,9 @@ class Coordinator:
     def finish(self) -> None:
         """Wait for the inputs sent without waiting (end of run, checkpoint): their refusals count."""
         if self.backend is not None:
-            self._count(self.backend.drain())
+            done = self.backend.drain()
+            self._count(done)
+            self.stats.late(done)
 
     def _rebuild_input(self, s: int, inp: TickInput) -> TickInput:
         bit = np.uint64(1) << np.uint64(s)
@@ -241,21 +148,49 @@ class Coordinator:
             getattr(self.latest, f.name)[p.key] = getattr(p, f.name)
         self.known[p.key] = True
 
+    def _online_positions(self) -> tuple[F64Array, F64Array]:
+        on = self.known & (self.latest.status != DriverStatus.OFFLINE)
+        return self.latest.lat[on], self.latest.lng[on]
+
+    def route_requests(self, lat: Any, lng: Any) -> I32Array:
+        """The shard each pickup is routed to now (labels the `request` and `expire` events)."""
+        return self.router.route_requests(lat, lng)
+
+    def _to_send(self, pings: Pings) -> tuple[Pings, bool]:
+        """The reports to route this tick, and whether the shards start from empty tables.
+
+        Normally this tick's pings. After a failure or a resume: every known
+        driver, with reset. After the regions moved: this tick's pings plus
+        every known driver whose owner or halo changed (no reset: a rebalance
+        moves about 1/N of the load, so it re-sends about that share).
+        """
+        if self._reset_all:
+            self._reset_all = False
+            self._version = self.router.version
+            return self.latest.take(np.flatnonzero(self.known)), True
+        if self.router.version == self._version:
+            return pings, False
+        self._version = self.router.version
+        allk = np.flatnonzero(self.known)
+        own, mask = self.router.memberships(self.latest.lat[allk], self.latest.lng[allk])
+        changed = allk[(own != self.owner[allk]) | (mask != self.member[allk])]
+        return self.latest.take(np.union1d(changed, pings.key)), False
+
     def tick(
         self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: Policy
     ) -> tuple[Matches, I32Array, TickStats]:
-        """One tick on all shards. Returns (matches, offering shard per match, stats)."""
+        """One tick on all shards. Returns (matches, the shard that made each, stats)."""
         self._remember(pings)
-        force = self.router.version != self._version
-        if force:
-            # regions moved: re-send every known driver so each shard holds exactly its own
-            self._version = self.router.version
-            pings = self.latest.take(np.flatnonzero(self.known))
+        self.router.observe(reqs.lat, reqs.lng, self._online_positions)
+        pings, force = self._to_send(pings)
         keys = pings.key
         owner, mask = self.router.memberships(pings.lat, pings.lng)
         old = self.member[keys]
-        moved = (self.owner[keys] >= 0) & (self.owner[keys] != owner)
+        prev = self.owner[keys]
+        moved = (prev >= 0) & (prev != owner)
         self.handoffs += int(moved.sum())
+        handoffs_out = np.bincount(prev[moved], minlength=self.k)[: self.k]
+        handoffs_in = np.bincount(owner[moved], minlength=self.k)[: self.k]
         self.member[keys] = mask
         self.owner[keys] = owner
         shared = popcount64(mask) > 1
@@ -301,20 +236,29 @@ class Coordinator:
                 outs = [o for o in self.backend.tick(again, answer) if o is not None]
                 lost = [o.shard for o in outs if o.restarted]
         except ShardLostError as e:
-            # its regions move to the living shards; a new region version re-sends every
-            # report with reset, so the living shards are rebuilt, and the tick runs again
-            self.router.remove_shard(e.shard)  # RunStopped if it was the last one
-            self.lost.append({"shard": e.shard, "tick": tick, "reason": e.detail})
+            self._lose(tick, e)
             return self.tick(tick, now, pings, reqs, policy)
         self.answered += len(outs)
         self.unanswered += self.k - sum(answer)
         for s in range(self.k):
             self.started[s] = True
         self._count(outs)
-        self._count(self.backend.late())
-        merged = merge_outputs(outs, reqs, self.owner, policy, self.match)
-        if len(reqs):
-            self.router.observe(reqs.lat, reqs.lng)
+        late = self.backend.late()
+        self._count(late)
+        c0 = time.thread_time()
+        self._inline_border_ms = 0.0
+        try:
+            merged = merge_step(
+                tick, outs, reqs, policy, self._solve_border, self.k, lambda: self._round1_units(inputs)
+            )
+        except ShardLostError as e:  # lost in round 2: same as in round 1
+            self._lose(tick, e)
+            return self.tick(tick, now, pings, reqs, policy)
+        coord_ms = (time.thread_time() - c0) * 1e3 - self._inline_border_ms
+        r1 = np.array([o.cpu_ms for o in outs])
+        r2 = merged.border_cpu_ms
+        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out, lambda: self._state_rows(inputs))
+        self.stats.late(late)  # after add: an in-process late output can be of this very tick
         stats = TickStats(
             pending=len(reqs),
             matched=len(merged.matches),
@@ -322,8 +266,66 @@ class Coordinator:
             fallbacks=sum(o.fallback for o in outs),
             solve_ms_max=max((o.solve_ms for o in outs), default=0.0),
             refused_pings=sum(sum(o.ping_refusals.values()) for o in outs),
+            coordinator_ms=max(coord_ms, 0.0),
+            critical_ms=float(r1.max(initial=0.0) + max(coord_ms, 0.0) + r2.max(initial=0.0)),
+            shard_cpu_ms=float(r1.sum() + r2.sum()),
+            round2=merged.plan.contested,
         )
         return merged.matches, merged.shard_of, stats
+
+    def _lose(self, tick: int, e: ShardLostError) -> None:
+        """A shard lost for good: its regions move to the living shards, which are rebuilt with reset
+        (they may have applied this tick already, and a tick id alone would replay the stored answer)."""
+        self.router.remove_shard(e.shard)  # RunStopped if it was the last one
+        self.lost.append({"shard": e.shard, "tick": tick, "reason": e.detail})
+        self._reset_all = True
+
+    def _dead(self) -> set[int]:
+        return {int(x["shard"]) for x in self.lost}
+
+    def _state_rows(self, inputs: list[TickInput]) -> tuple[I64Array, I64Array, I64Array]:
+        """(owned, halo, pending) of every shard from the coordinator's own state (after routing).
+
+        What the per-shard figures and the round-2 balance use for a shard that was
+        not waited for (or is lost): the same numbers on every backend.
+        """
+        on = self.known & (self.owner >= 0)
+        own = np.bincount(self.owner[on], minlength=self.k)[: self.k].astype(np.int64)
+        held = bit_counts(self.member[on], self.k)
+        pending = np.array([len(i.requests) for i in inputs], np.int64)
+        return own, np.maximum(held - own, 0), pending
+
+    def _round1_units(self, inputs: list[TickInput]) -> F64Array:
+        """Each shard's round-1 work this tick in deterministic units, from coordinator state
+        (so it is the same whichever shards were waited for); lost shards are never chosen."""
+        own, halo, pending = self._state_rows(inputs)
+        units = own + halo + REQUEST_UNITS * pending
+        units = units.astype(np.float64)
+        for s in self._dead():
+            units[s] = np.inf
+        return units
+
+    def _solve_border(self, tasks: dict[int, Any]) -> dict[int, Any]:
+        """Round 2 through the backend; an in-process backend runs it on this thread, so its CPU is set apart."""
+        c0 = time.thread_time()
+        out = self.backend.solve_border(tasks)
+        self._inline_border_ms = (time.thread_time() - c0) * 1e3
+        return out
+
+    _inline_border_ms = 0.0
+
+
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
+
+
+def bit_counts(mask: Any, k: int) -> I64Array:
+    """For each bit s < k: how many of the uint64 ``mask`` values have it set (a histogram per byte lane)."""
+    lanes = np.ascontiguousarray(mask, dtype="<u8").view(np.uint8).reshape(-1, 8)
+    out = np.concatenate(
+        [np.bincount(lanes[:, b], minlength=256) @ _BYTE_BITS for b in range((k + 7) // 8)] or [np.empty(0, np.int64)]
+    )
+    res: I64Array = out[:k].astype(np.int64)
+    return res
 
 
 def _empty_reports(n: int) -> Pings:

@@ -155,6 +155,15 @@ class LoadRouter:
             self.moves.append(self.regions.rebalance(keys, weights, self.max_move))
         self._demand, self._ticks = [], 0
 
+    def living(self) -> int:
+        """Shards not lost."""
+        return self.regions.living()
+
+    def remove_shard(self, shard: int) -> None:
+        """A lost shard: its run collapses to empty and it is left out of every later rebalance target."""
+        self.regions.remove_shard(shard)
+        self._sync()
+
     def shard_loads(self, lat: Any, lng: Any) -> F64Array:
         """Count of points per shard (diagnostics)."""
         own = self.route_requests(lat, lng).reshape(-1)

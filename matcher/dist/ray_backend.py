@@ -38,7 +38,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from matcher.config import MatchConfig, ShardConfig
-from matcher.core.shard import ShardState, TickInput, TickOutput
+from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
 from matcher.dist.backend import ShardLostError
 from matcher.dist.runmode import RayTarget
 from matcher.dist.wire import InputBatch, OutputBatch, pack_inputs, pack_outputs, unpack_inputs, unpack_outputs
@@ -62,6 +62,10 @@ class _Shard:
     def run(self, batch: InputBatch) -> OutputBatch:
         """Apply the inputs in order; one output per input (both columnar: :mod:`matcher.dist.wire`)."""
         return pack_outputs(self.state.shard, [self.state.tick(inp) for inp in unpack_inputs(batch)])
+
+    def solve_border(self, task: BorderTask) -> BorderResult:
+        """Round 2: border components of one tick (a pure function of the task)."""
+        return self.state.solve_border(task)
 
     def pid(self) -> int:
         return os.getpid()
@@ -129,7 +133,8 @@ class RayBackend:
         self._inflight: list[list[Any]] = [[] for _ in range(self.n_shards)]  # unanswered calls
         self._late: list[TickOutput] = []
         self.dead: set[int] = set()
-        self.calls = 0  # actor calls made by tick() (answered and not)
+        self.calls = 0  # every actor call: answered inputs, posted unanswered ones, round-2 tasks, retries
+        self.posts = 0  # of those: calls of unanswered inputs nobody waits for (QUEUE_MAX reached, or drain)
 
     # ---------------------------------------------------------------- start-up
     def _place(self, match: MatchConfig) -> None:
@@ -191,11 +196,43 @@ class RayBackend:
             self.call_ms.append((time.perf_counter() - t0) * 1e3)
         return outs
 
+    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+        """Round 2: one call per shard with border work, in parallel (a task is a pure function: safe to retry).
+
+        Called only on ticks with border work, after `tick`, so it follows that tick's input on
+        every shard (Ray keeps a caller's order). A shard that dies and comes back is asked again;
+        one whose restarts are used up raises `ShardLostError` (the coordinator moves its regions).
+        """
+        t0 = time.perf_counter()
+        refs = {s: self.actors[s].solve_border.remote(t) for s, t in tasks.items()}
+        self.calls += len(refs)
+        out = {}
+        deadline = time.monotonic() + self.cfg.tick_timeout_s
+        for s, ref in refs.items():
+            while True:
+                try:
+                    out[s] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                    break
+                except RayActorError:
+                    if not self._alive(s, deadline):
+                        self._lose(s)
+                        raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
+                    ref = self.actors[s].solve_border.remote(tasks[s])
+                    self.calls += 1
+                except GetTimeoutError:
+                    raise MatcherError(
+                        f"shard {s} did not solve its border work within {self.cfg.tick_timeout_s:.0f} s"
+                    ) from None
+        if self.call_ms:  # round 2 counts toward the tick's Ray time
+            self.call_ms[-1] += (time.perf_counter() - t0) * 1e3
+        return out
+
     def _post(self, s: int) -> None:
         batch, self._queue[s] = self._queue[s], []
         if batch:
             self._inflight[s].append(self.actors[s].run.remote(pack_inputs(batch)))
             self.calls += 1
+            self.posts += 1
 
     def _answer(self, s: int, ref: Any, last: TickInput, deadline: float) -> TickOutput:
         while True:

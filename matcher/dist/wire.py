@@ -135,6 +135,8 @@ class OutputBatch:
     fallback: BoolArray
     drivers: I64Array
     restarted: BoolArray
+    cpu_ms: F64Array
+    halo_drivers: I64Array
     refusals: dict[str, I64Array]  # reason -> count per output (0 where an output has none)
     matches: dict[str, Any]
     match_end: I64Array
@@ -142,6 +144,9 @@ class OutputBatch:
     deferred_end: I64Array
     deferred_req: I64Array
     deferred_req_end: I64Array
+    has_tentative: BoolArray  # False: the output's tentative is None (its tentative rows are empty)
+    tentative: dict[str, Any]
+    tentative_end: I64Array
 
     def __len__(self) -> int:
         return len(self.tick)
@@ -151,6 +156,8 @@ def pack_outputs(shard: int, outs: Sequence[TickOutput]) -> OutputBatch:
     m_names = _names(Matches)
     matches, match_end = _concat(Matches, [o.matches for o in outs], m_names)
     deferred, deferred_end = _concat(Matches, [o.deferred for o in outs], m_names)
+    tent = [o.tentative if o.tentative is not None else Matches.empty() for o in outs]
+    tentative, tentative_end = _concat(Matches, tent, m_names)
     reasons = sorted({r for o in outs for r in o.ping_refusals})
     return OutputBatch(
         tick=np.array([o.tick for o in outs], np.int64),
@@ -160,6 +167,8 @@ def pack_outputs(shard: int, outs: Sequence[TickOutput]) -> OutputBatch:
         fallback=np.array([o.fallback for o in outs], bool),
         drivers=np.array([o.drivers for o in outs], np.int64),
         restarted=np.array([o.restarted for o in outs], bool),
+        cpu_ms=np.array([o.cpu_ms for o in outs], np.float64),
+        halo_drivers=np.array([o.halo_drivers for o in outs], np.int64),
         refusals={r: np.array([o.ping_refusals.get(r, 0) for o in outs], np.int64) for r in reasons},
         matches=matches,
         match_end=match_end,
@@ -167,6 +176,9 @@ def pack_outputs(shard: int, outs: Sequence[TickOutput]) -> OutputBatch:
         deferred_end=deferred_end,
         deferred_req=np.concatenate([o.deferred_req for o in outs]).astype(np.int64),
         deferred_req_end=np.cumsum([len(o.deferred_req) for o in outs], dtype=np.int64),
+        has_tentative=np.array([o.tentative is not None for o in outs], bool),
+        tentative=tentative,
+        tentative_end=tentative_end,
     )
 
 
@@ -174,6 +186,7 @@ def unpack_outputs(b: OutputBatch) -> list[TickOutput]:
     matches = _split(b.matches, b.match_end)
     deferred = _split(b.deferred, b.deferred_end)
     dreq = _split({"r": b.deferred_req}, b.deferred_req_end)
+    tentative = _split(b.tentative, b.tentative_end)
     return [
         TickOutput(
             int(b.tick[j]),
@@ -187,6 +200,9 @@ def unpack_outputs(b: OutputBatch) -> list[TickOutput]:
             fallback=bool(b.fallback[j]),
             drivers=int(b.drivers[j]),
             restarted=bool(b.restarted[j]),
+            cpu_ms=float(b.cpu_ms[j]),
+            halo_drivers=int(b.halo_drivers[j]),
+            tentative=Matches(**tentative[j]) if b.has_tentative[j] else None,
         )
         for j in range(len(b))
     ]

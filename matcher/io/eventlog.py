@@ -28,6 +28,9 @@ def write_atomic(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+_LABELLED = np.array([KIND["request"], KIND["expire"]], np.int32)
+
+
 class PartWriter:
     """Numbered part files in one folder, each written atomically."""
 
@@ -69,6 +72,10 @@ class EventLog:
         self.seq = first_seq
         self._buf: dict[str, list] = {c: [] for c in self._COLS}
         self.counts = np.zeros(len(EVENT_KINDS), np.int64)
+        # (lat, lng) -> shard: labels the `request` and `expire` events with the shard the
+        # request was routed to when they happened (set by the replay; see label_shards)
+        self.locate = None
+        self._labelled = 0  # rows of the buffer already labelled
 
     def add(
         self,
@@ -117,7 +124,30 @@ class EventLog:
         if len(b["ts"]) >= self.rows_per_file:
             self.flush()
 
+    def label_shards(self) -> None:
+        """Set ``shard`` on the buffered `request` and `expire` events that have none, by `locate`.
+
+        Called right after the world advanced to a tick, before the tick is
+        routed, so the shard is the one the request was (or would be) routed to.
+        """
+        b = self._buf
+        n = len(b["ts"])
+        if self.locate is None or n == self._labelled:
+            self._labelled = n
+            return
+        lo = self._labelled
+        kind = np.asarray(b["kind"][lo:], np.int32)
+        shard = np.asarray(b["shard"][lo:], np.int32)
+        todo = np.flatnonzero(np.isin(kind, _LABELLED) & (shard < 0))
+        if todo.size:
+            lat = np.asarray(b["lat"][lo:], np.float64)[todo]
+            lng = np.asarray(b["lng"][lo:], np.float64)[todo]
+            for i, s in zip((lo + todo).tolist(), np.asarray(self.locate(lat, lng)).tolist()):
+                b["shard"][i] = int(s)
+        self._labelled = n
+
     def flush(self) -> None:
+        self.label_shards()
         b = self._buf
         n = len(b["ts"])
         if n == 0:
@@ -155,6 +185,7 @@ class EventLog:
         self.out.write(table)
         self.seq += n
         self._buf = {c: [] for c in self._COLS}
+        self._labelled = 0
 
     def count(self, kind: str) -> int:
         return int(self.counts[KIND[kind]]) + sum(1 for k in self._buf["kind"] if k == KIND[kind])

@@ -104,3 +104,19 @@ QUARANTINE_BASE = pa.schema(
         pa.field("reason", pa.string()),
     ]
 )
+
+# --- OUT/shards.parquet: one row per tick and shard (matcher.dist.shardstats) ---
+SHARDS = pa.schema(
+    [
+        pa.field("tick", pa.int64(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("drivers", pa.int32(), nullable=False),
+        pa.field("halo_drivers", pa.int32(), nullable=False),
+        pa.field("pending", pa.int32(), nullable=False),
+        pa.field("matched", pa.int32(), nullable=False),
+        pa.field("border", pa.int32(), nullable=False),
+        pa.field("solve_ms", pa.float64(), nullable=False),
+        pa.field("handoffs_in", pa.int32(), nullable=False),
+        pa.field("handoffs_out", pa.int32(), nullable=False),
+    ]
+)

@@ -491,8 +491,7 @@ class Dispatcher(PingIngest, Transitions):
                    "matched": matched}  # fmt: skip
             if job is not None and result is not None:
                 stats = result[2]
-                self.logs.tick_row(self.k, self._ts_ms(t), wall_ms, stats.pending, matched, stats.deferred,
-                                   stats.fallbacks, stats.solve_ms_max)  # fmt: skip
+                self.logs.tick_row(self.k, self._ts_ms(t), wall_ms, matched, stats)
             self.tick_ms.append(wall_ms)
             self.ping_samples.append((time.monotonic(), self.pings))
             if len(self.ping_samples) > 64:

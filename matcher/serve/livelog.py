@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from matcher.core.surge import CellTick
+from matcher.dist.coordinator import TickStats
 from matcher.io.eventlog import CellLog, LocationLog, PartWriter, StagedTable
 from matcher.io.schemas import LOCATIONS
 from matcher.sim.replay import TICKS_SCHEMA
@@ -73,17 +74,22 @@ class LiveLogs:
         self.location_rows += table.num_rows
 
     # -- ticks and cells -----------------------------------------------------------
-    def tick_row(self, tick, ts_ms, wall_ms, pending, matched, deferred, fallbacks, solve_ms) -> None:
+    def tick_row(self, tick: int, ts_ms: int, wall_ms: float, matched: int, stats: TickStats) -> None:
+        """One row of ticks.parquet, every column of the replay's (the coordinator's TickStats)."""
         self.ticks.add(
             {
                 "tick": [tick],
                 "ts": pa.array([ts_ms], pa.int64()).cast(TICKS_SCHEMA.field("ts").type),
                 "wall_ms": [wall_ms],
-                "pending": [pending],
+                "pending": [stats.pending],
                 "matched": [matched],
-                "deferred": [deferred],
-                "fallbacks": [fallbacks],
-                "solve_ms": [solve_ms],
+                "deferred": [stats.deferred],
+                "fallbacks": [stats.fallbacks],
+                "solve_ms": [stats.solve_ms_max],
+                "coordinator_ms": [stats.coordinator_ms],
+                "critical_ms": [stats.critical_ms],
+                "shard_cpu_ms": [stats.shard_cpu_ms],
+                "round2": [stats.round2],
             }
         )
 

@@ -32,6 +32,7 @@ from matcher.errors import MatcherError, RunStopped
 from matcher.io import fingerprint, runfolder, trace
 from matcher.io.atomic import atomic_path, remove_leftovers
 from matcher.io.eventlog import EventLog, LocationLog
+from matcher.io.schemas import SHARDS
 from matcher.sim import fleet as fleet_mod
 from matcher.sim import interrupt, scenario
 from matcher.sim.cells import ReplayCells
@@ -49,6 +50,10 @@ TICKS_SCHEMA = pa.schema(
         ("deferred", pa.int32()),
         ("fallbacks", pa.int32()),
         ("solve_ms", pa.float64()),
+        ("coordinator_ms", pa.float64()),
+        ("critical_ms", pa.float64()),
+        ("shard_cpu_ms", pa.float64()),
+        ("round2", pa.int32()),
     ]
 )
 
@@ -302,6 +307,9 @@ def _run(
             coord.attach(backend)  # fresh shards: rebuilt from the coordinator's latest reports
             if getattr(st, "cells", None) is not None:
                 st.cells.resumed()
+            for name in TICKS_SCHEMA.names:  # a checkpoint of an older release: its ticks lack the newer columns
+                st.ticks.setdefault(name, [None] * len(st.ticks["tick"]))
+        log.locate = coord.route_requests  # `shard` of the request and expire events
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
         coord.finish()  # the shard inputs sent without waiting: done, refusals counted
@@ -319,6 +327,7 @@ def _run(
         ts = pa.array(t0_ms + np.round(np.asarray(ticks["ts"]) * 1000.0).astype(np.int64))
         tick_table = tick_table.set_column(1, "ts", ts.cast(TICKS_SCHEMA.field("ts").type))
     trace.write_table(tick_table, out / "ticks.parquet", TICKS_SCHEMA)
+    trace.write_table(pa.table(coord.stats.columns(), schema=SHARDS), out / "shards.parquet", SHARDS)
     meta = {
         "policy": Policy(sim.policy).value,
         "window_s": sim.window_s if sim.policy == Policy.BATCH else None,
@@ -421,6 +430,7 @@ def _ticks(cfg: RunConfig, world: World, coord: Coordinator, locations, bar, st:
         if locations is not None:
             st.last_rec = _record(world, locations, st.last_rec, t, k)
         world.advance(t, k)
+        world.log.label_shards()
         if world.pending:
             w0 = time.perf_counter()
             _, pings = world.pings(t, st.last_sent)
@@ -455,6 +465,10 @@ def _ticks(cfg: RunConfig, world: World, coord: Coordinator, locations, bar, st:
                 ("deferred", ts.deferred),
                 ("fallbacks", ts.fallbacks),
                 ("solve_ms", ts.solve_ms_max),
+                ("coordinator_ms", ts.coordinator_ms),
+                ("critical_ms", ts.critical_ms),
+                ("shard_cpu_ms", ts.shard_cpu_ms),
+                ("round2", ts.round2),
             ):
                 st.ticks[name].append(v)
         if bar is not None:

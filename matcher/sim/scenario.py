@@ -128,6 +128,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend", "shard.backend", "str", "where the shards run", choices=("inprocess", "ray")),
     Option("address", "shard.address", "str", "Ray address of an existing cluster"),
     Option("num-cpus", "shard.num_cpus", "float", "CPUs per shard actor"),
+    Option(
+        "placement",
+        "shard.placement",
+        "str",
+        "regions: load = Hilbert-curve runs cut by measured load, rebalanced; hash = geohash regions on a "
+        "consistent-hash ring",
+        choices=("load", "hash"),
+    ),
     Option("checkpoint-every", "checkpoint_every_s", "float", "simulated s between checkpoints"),
     Option("record-locations", "record_locations", "bool", "write the driver location history"),
     # matching
@@ -362,7 +370,7 @@ def describe(cfg: RunConfig) -> dict[str, Any]:
 
 
 # options that do not change what happens in the run (where it runs, what extra it writes)
-_NOT_WORLD = ("shards", "backend", "address", "num-cpus", "checkpoint-every", "record-locations")
+_NOT_WORLD = ("shards", "backend", "address", "num-cpus", "placement", "checkpoint-every", "record-locations")
 
 
 def to_toml(cfg: RunConfig) -> str:
