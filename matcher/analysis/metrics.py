@@ -214,26 +214,10 @@ def request_table(events: pl.DataFrame) -> pl.DataFrame:
     # the end driver's last pickup before the end, then that driver's last match before the pickup
     picked = (
         term.filter(pl.col("end_driver").is_not_null())
-        .join_asof(
-            pickups,
-            left_on="end_pos",
-            right_on="pickup_pos",
-            by=["request_id", "end_driver"],
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
+        .pipe(nearest, pickups, "end_pos", "pickup_pos", ["request_id", "end_driver"], "backward")
         .filter(pl.col("pickup_pos").is_not_null())
         .sort("pickup_pos")
-        .join_asof(
-            matches,
-            left_on="pickup_pos",
-            right_on="match_pos",
-            by=["request_id", "end_driver"],
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
+        .pipe(nearest, matches, "pickup_pos", "match_pos", ["request_id", "end_driver"], "backward")
         .select("request_id", "pickup_ts", "pickup_eta_s", "pickup_distance_m")
     )
     return (
@@ -248,6 +232,21 @@ def request_table(events: pl.DataFrame) -> pl.DataFrame:
             _seconds(pl.col("end_ts"), pl.col("request_ts")).alias("time_in_system_s"),
         )
         .sort("request_ts", "request_id")
+    )
+
+
+def nearest(left: pl.DataFrame, right: pl.DataFrame, left_on: str, right_on: str, by: list[str], strategy: str):
+    """Each row of ``left`` joined to the nearest row of ``right`` strictly after it in log order
+    (``strategy="forward"``) or strictly before it (``"backward"``), among the rows with the same
+    ``by`` keys; positions are ``pos`` values (both frames sorted by them)."""
+    return left.join_asof(
+        right,
+        left_on=left_on,
+        right_on=right_on,
+        by=by,
+        strategy=strategy,
+        allow_exact_matches=False,
+        check_sortedness=False,
     )
 
 
@@ -268,15 +267,7 @@ def busy_time(events: pl.DataFrame, last_ts, requests: pl.DataFrame | None = Non
         pl.col("kind").is_in(_CLOSE_KINDS) & pl.col("driver_id").is_not_null() & pl.col("request_id").is_not_null()
     ).select("request_id", "driver_id", pl.col("pos").alias("close_pos"), pl.col("ts").alias("close_ts"))
     busy = (
-        accepts.join_asof(
-            closes,
-            left_on="pos",
-            right_on="close_pos",
-            by=["request_id", "driver_id"],
-            strategy="forward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
+        nearest(accepts, closes, "pos", "close_pos", ["request_id", "driver_id"], "forward")
         .join(requests.select("request_id", "end_ts"), on="request_id", how="left")
         .select(
             _seconds(

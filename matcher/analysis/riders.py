@@ -19,7 +19,7 @@ import os
 import numpy as np
 import polars as pl
 
-from matcher.analysis.metrics import SUMMARY_COLUMNS, ordered, request_slices, scan_events
+from matcher.analysis.metrics import SUMMARY_COLUMNS, nearest, ordered, request_slices, scan_events
 
 _CLOSE = ("decline", "cancel", "dropoff")
 
@@ -33,15 +33,9 @@ def offer_outcomes(ev: pl.DataFrame) -> pl.DataFrame:
     closes = ev.filter(pl.col("kind").is_in(_CLOSE) & named).select(
         "request_id", "driver_id", pl.col("pos").alias("close_pos"), pl.col("kind").alias("ended")
     )
-    return matches.join_asof(
-        closes,
-        left_on="pos",
-        right_on="close_pos",
-        by=["request_id", "driver_id"],
-        strategy="forward",
-        allow_exact_matches=False,
-        check_sortedness=False,
-    ).select(pl.col("pickup_eta_s").cast(pl.Float64), "ended")
+    return nearest(matches, closes, "pos", "close_pos", ["request_id", "driver_id"], "forward").select(
+        pl.col("pickup_eta_s").cast(pl.Float64), "ended"
+    )
 
 
 def run_offer_outcomes(out_dir: str | os.PathLike) -> pl.DataFrame:

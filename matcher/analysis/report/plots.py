@@ -195,13 +195,7 @@ def in_system(runs: list[Run], fr: Frame) -> str:
         ax.plot(x, measured, color=r.color, label=r.label, drawstyle="steps-post", linewidth=1.4)
         ax.plot(x, little, color=r.color, linestyle="--", linewidth=1.4, alpha=0.9)
         drawn = True
-    if not drawn:
-        no_data(ax)
-        return png(fig)
-    time_axis(ax, fr.tz, "sim time")
-    ax.set_ylim(bottom=0)
-    legend_below(fig, ax, (("measured", "-"), ("λ·W (Little)", "--")))
-    return png(fig)
+    return _time_plot(fig, ax, fr, drawn, (("measured", "-"), ("λ·W (Little)", "--")))
 
 
 def supply_demand(runs: list[Run], sd: dict[str, SupplyDemand], fr: Frame) -> str:
@@ -215,12 +209,17 @@ def supply_demand(runs: list[Run], sd: dict[str, SupplyDemand], fr: Frame) -> st
         ax.plot(x, s.available, color=r.color, label=r.label, drawstyle="steps-post", linewidth=1.4)
         ax.plot(x, s.waiting, color=r.color, linestyle="--", drawstyle="steps-post", linewidth=1.4, alpha=0.9)
         drawn = True
+    return _time_plot(fig, ax, fr, drawn, (("available drivers", "-"), ("riders waiting for a match", "--")))
+
+
+def _time_plot(fig, ax, fr: Frame, drawn: bool, styles) -> str:
+    """A counts-over-time plot finished: its time axis (local time), y from 0, the line styles' legend."""
     if not drawn:
         no_data(ax)
         return png(fig)
     time_axis(ax, fr.tz, "sim time")
     ax.set_ylim(bottom=0)
-    legend_below(fig, ax, (("available drivers", "-"), ("riders waiting for a match", "--")))
+    legend_below(fig, ax, styles)
     return png(fig)
 
 
