@@ -26,7 +26,7 @@ def _run(ctx: Context, trace, drivers, out, *args: str) -> tuple[dict, float, fl
 
     cfg = _config(trace, out, "--drivers", str(drivers), *args)
     c0, t0 = time.process_time(), time.perf_counter()
-    summary = run_replay(cfg)
+    summary = run_replay(cfg, overwrite=True)  # the bench's own run folder, replaced on every run
     return summary, time.perf_counter() - t0, time.process_time() - c0
 
 

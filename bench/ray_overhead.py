@@ -30,7 +30,7 @@ def _replay(trace: Path, drivers: Path, out: Path, *args: str) -> tuple[dict, fl
     )
     cfg = config_from_args(a)
     t0 = time.perf_counter()
-    summary = run_replay(cfg)
+    summary = run_replay(cfg, overwrite=True)  # the bench's own run folder, replaced on every run
     wall = time.perf_counter() - t0
     return summary, wall, json.loads((out / "run.json").read_text())
 

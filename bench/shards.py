@@ -56,7 +56,7 @@ def _replay(trace: Path, drivers, out: Path, **shard) -> tuple[dict, float]:
         shard=replace(ShardConfig(), **shard),
     )
     t0 = time.perf_counter()
-    s = run_replay(cfg)
+    s = run_replay(cfg, overwrite=True)  # the bench's own run folder, replaced on every run
     return s, time.perf_counter() - t0
 
 
