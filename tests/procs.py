@@ -46,3 +46,29 @@ def run_matcher(args: list[str], env: dict[str, str] | None = None, timeout: flo
         except ProcessLookupError:
             pass
     return Done(proc.returncode, out, err, time.monotonic() - t0)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``matcher ARGV`` in this process (matcher.cli.main): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from matcher.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line(err: str) -> str:
+    """The one error line of ``err``: no traceback, no "internal error", nothing else."""
+    assert "Traceback" not in err, err
+    # the replay announces its folder once the inputs are read (sim.replay._announce); the error is the one other line
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("matcher: output folder ")]
+    assert len(lines) == 1, err
+    assert "internal error" not in lines[0], lines[0]
+    return lines[0]

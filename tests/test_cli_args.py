@@ -5,8 +5,6 @@ time never stands still."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -16,31 +14,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from procs import one_line
+from procs import run_cli as run
 
-from matcher.cli import build_parser, main
+from matcher.cli import build_parser
 from matcher.errors import MatcherError
 from matcher.io.bounds import RANGES
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(err: str) -> str:
-    assert "Traceback" not in err, err
-    # the replay announces its folder once the inputs are read (sim.replay._announce); the error is the one other line
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("matcher: output folder ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ is refused with one line naming what changed, before any file in OUT changes.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import signal
 import subprocess
@@ -21,32 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from procs import one_line
+from procs import run_cli as run
 
 from matcher.analysis.audit import check_run
 from matcher.analysis.metrics import read_events
-from matcher.cli import main
 from matcher.io import fingerprint
 from matcher.sim.replay import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(err: str) -> str:
-    assert "Traceback" not in err, err
-    # the replay announces its folder once the inputs are read (sim.replay._announce); the error is the one other line
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("matcher: output folder ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ the environment are one line naming the path and the cause."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import os
 import subprocess
@@ -18,8 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from procs import one_line
+from procs import run_cli as run
 
-from matcher.cli import main
 from matcher.io import runfolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,25 +30,6 @@ def tiny(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("tiny") / "tiny.parquet"
     pq.write_table(pq.read_table(REPO / "data" / "synth-small.parquet").slice(0, 40), p)
     return p
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(err: str) -> str:
-    assert "Traceback" not in err, err
-    # the replay announces its folder once the inputs are read (sim.replay._announce); the error is the one other line
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("matcher: output folder ")]
-    assert len(lines) == 1, err
-    assert "internal error" not in lines[0], lines[0]
-    return lines[0]
 
 
 def replay(trace, out, *extra) -> tuple[int, str, str]:
