@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
@@ -572,8 +572,29 @@ def tables(draw) -> pa.Table:
     return pa.table(cols)
 
 
+def _one_pickup_at_the_pole() -> pa.Table:
+    """A dev-profile find: of 8 rows one is valid, its pickup at latitude -90, and the report's
+    map of that one point (cos(latitude) = 0) could not be laid out: "internal error"."""
+    t0 = T0_S * 10**6
+    return pa.table(
+        {
+            "request_id": ["r0", "r1", "r2"],
+            "request_time": pa.array([t0, t0 + 10**12 * 10**6, t0 + 600 * 10**6], pa.int64()).cast(
+                pa.timestamp("us", "America/New_York")
+            ),
+            "pickup_lat": [40.8, 40.7, -90.0],
+            "pickup_lng": [-74.05, None, -74.07],
+            "dropoff_lat": [40.6, 40.7, 40.7],
+            "dropoff_lng": [-74.0, -74.0, -74.0],
+            "ride_type": ["UberX ", "uberx", "xl"],
+            "trip_duration_s": [-INF, 90.0, 0.0],
+        }
+    )
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(t=tables())
+@example(t=_one_pickup_at_the_pole())
 def test_any_table_exits_0_or_1_without_traceback(t):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trace.parquet"

@@ -235,6 +235,58 @@ def test_choose_precision():
     assert cells.view_box([np.nan], [1.0]) is None
 
 
+_lat = st.floats(-90, 90)
+_lng = st.floats(-180, 180)
+
+
+@st.composite
+def points(draw):
+    """Valid points anywhere (poles and single points included), a few of them clustered."""
+    n = draw(st.integers(1, 6))
+    lat = draw(st.lists(st.one_of(_lat, st.sampled_from([-90.0, 90.0, 40.75])), min_size=n, max_size=n))
+    lng = draw(st.lists(st.one_of(_lng, st.sampled_from([-180.0, 180.0, -73.98])), min_size=n, max_size=n))
+    return np.array(lat), np.array(lng)
+
+
+@given(points())
+def test_a_map_view_is_never_a_sliver(p):
+    from matcher.analysis.report.maps import MAX_RATIO, view
+
+    box = cells.view_box(*p)
+    v = view(box)
+    assert v.lat0 <= box[0] and v.lat1 >= box[1] and v.lng0 <= box[2] and v.lng1 >= box[3]  # holds the box
+    assert v.lat1 > v.lat0 and v.lng1 > v.lng0
+    assert 1 / MAX_RATIO - 1e-9 <= v.ratio <= MAX_RATIO + 1e-9
+    assert math.isfinite(v.aspect) and v.aspect >= 1.0
+
+
+@pytest.mark.parametrize(
+    "lat,lng",
+    [
+        ([-90.0], [-74.07]),  # the one valid pickup at the south pole (a fuzz find)
+        ([40.82, 40.70, -90.0], [-74.05, -73.92, -74.07]),  # a stray point at the south pole
+        ([40.75], [-73.98]),  # one point
+        ([0.0, 0.0], [-180.0, 180.0]),  # along the equator, around the world
+        ([89.9, 89.95], [10.0, 10.01]),  # at the north pole
+    ],
+)
+def test_maps_of_degenerate_views_render(lat, lng):
+    """The figure is drawn (savefig lays it out): a sliver of a view once made matplotlib's
+    layout invert a singular matrix."""
+    from matcher.analysis.report.load import Run
+    from matcher.analysis.report.maps import metric_maps
+
+    lat, lng = np.array(lat), np.array(lng)
+    precision = cells.choose_precision(lat, lng)
+    names = geo.encode(lat, lng, precision)
+    n = len(lat)
+    st_ = pl.DataFrame({"cell": names, "requests": [1] + [9] * (n - 1), "wait_mean_s": [60.0] * n})
+    st_ = st_.with_columns(expired_share=pl.lit(0.1), eta_mean_s=pl.lit(200.0))
+    run = Run("batch", Path("unused"), {}, "#1f77b4")
+    maps = metric_maps([run], {"batch": st_}, cells.view_box(lat, lng), precision)
+    assert len(maps) == 3 and all(len(png) > 1000 for png, _, _ in maps)
+
+
 # --------------------------------------------------------------------------- cancels against ETA
 def test_offer_outcomes_of_the_tiny_log():
     o = riders.offer_outcomes(events_frame(tiny_log())).sort("pickup_eta_s")

@@ -1,13 +1,16 @@
 """Maps of geohash cells on a plain lat/lng projection (no tiles: the report works offline).
 
 The x axis is longitude and the y axis latitude, with the aspect set to 1 / cos(latitude)
-at the map's centre, so a kilometre is as long east-west as north-south there. Each map
-says its geohash precision and cell size; each has a colour scale with its legend.
+at the map's centre, so a kilometre is as long east-west as north-south there. A view is
+widened along its short side to at most 3:1 (points along a line, or one point at a pole,
+still make a map that can be drawn). Each map says its geohash precision and cell size;
+each has a colour scale with its legend.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC
 
 import numpy as np
@@ -30,26 +33,59 @@ SD_FLOOR = 0.05  # cells where both time-averages are below this are left blank
 SD_CLIP = 3.0  # log2 ratio shown within [-3, 3]: 1/8 to 8 drivers per waiting rider
 
 
-def _panels(n: int, box, width: float = 7.6, extra_h: float = 0.9):
+MAX_RATIO = 3.0  # a view is at most 3 times as tall as wide, or as wide as tall
+MIN_COS = 0.05  # the east-west scale near a pole, where cos(latitude) goes to 0
+
+
+@dataclass(frozen=True)
+class View:
+    """What a map shows: its limits, its aspect (1 / cos of the middle latitude) and its
+    height over its width in kilometres (within [1 / MAX_RATIO, MAX_RATIO])."""
+
+    lat0: float
+    lat1: float
+    lng0: float
+    lng1: float
+    aspect: float
+    ratio: float
+
+    def apply(self, ax, labelsize: float) -> None:
+        ax.set_xlim(self.lng0, self.lng1)
+        ax.set_ylim(self.lat0, self.lat1)
+        ax.set_aspect(self.aspect)
+        ax.grid(False)
+        ax.tick_params(labelsize=labelsize)
+
+
+def view(box) -> View:
+    """The padded ``box``, widened along its short side so that the map is never a sliver:
+    points spread along a line (or a stray point at a pole) still give axes that can be drawn."""
+    lat0, lat1, lng0, lng1 = _padded(box)
+    lat0, lat1 = max(lat0, -90.0), min(lat1, 90.0)
+    k = max(math.cos(math.radians((lat0 + lat1) / 2)), MIN_COS)
+    h, w = lat1 - lat0, (lng1 - lng0) * k
+    if h > w * MAX_RATIO:
+        grow = (h / MAX_RATIO - w) / k / 2
+        lng0, lng1, w = lng0 - grow, lng1 + grow, h / MAX_RATIO
+    elif w > h * MAX_RATIO:
+        grow = (w / MAX_RATIO - h) / 2
+        lat0, lat1, h = lat0 - grow, lat1 + grow, w / MAX_RATIO
+    return View(lat0, lat1, lng0, lng1, 1.0 / k, h / w)
+
+
+def _panels(n: int, v: View, width: float = 7.6, extra_h: float = 0.9):
     from matplotlib.figure import Figure
 
-    lat0, lat1, lng0, lng1 = box
     ncols = min(n, MAX_COLS)
     nrows = math.ceil(n / ncols)
-    mid = math.radians((lat0 + lat1) / 2)
-    ratio = (lat1 - lat0) / max((lng1 - lng0) * math.cos(mid), 1e-9)
     pw = (width - 0.9) / ncols
-    ph = float(np.clip(pw * ratio, 1.4, 5.5))
+    ph = float(np.clip(pw * v.ratio, 1.4, 5.5))
     fig = Figure(figsize=(width, nrows * (ph + 0.35) + extra_h), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_axis_off()
     for ax in axes[:n]:
-        ax.set_xlim(lng0, lng1)
-        ax.set_ylim(lat0, lat1)
-        ax.set_aspect(1.0 / math.cos(mid))
-        ax.grid(False)
-        ax.tick_params(labelsize=7.5)
+        v.apply(ax, 7.5)
     return fig, list(axes[:n])
 
 
@@ -89,8 +125,7 @@ def metric_maps(runs: list[Run], stats: dict[str, pl.DataFrame], box, precision:
         allv = np.concatenate(vals) if vals else np.empty(0)
         lo, hi = (float(np.percentile(allv, 2)), float(np.percentile(allv, 98))) if allv.size else (0.0, 1.0)
         norm = Normalize(lo, hi if hi > lo else lo + 1)
-        pbox = _padded(box)
-        fig, axes = _panels(len(shown), pbox)
+        fig, axes = _panels(len(shown), view(box))
         fig.suptitle(f"{title} (geohash precision {precision}, cells about {size})", fontweight="bold", fontsize=11)
         for ax, r in zip(axes, shown):
             st = stats[r.label]
@@ -141,14 +176,11 @@ def supply_demand_maps(runs: list[Run], sd: dict[str, SupplyDemand], box, fr: Fr
     periods, precision = first.periods, first.precision
     size = cellmod.cell_size_text(precision, (box[0] + box[1]) / 2)
     n = len(periods)
-    pbox = _padded(box)
     from matplotlib.figure import Figure
 
-    lat0, lat1, lng0, lng1 = pbox
-    mid = math.radians((lat0 + lat1) / 2)
-    ratio = (lat1 - lat0) / max((lng1 - lng0) * math.cos(mid), 1e-9)
+    v = view(box)
     pw = 7.0 / n
-    ph = float(np.clip(pw * ratio, 1.2, 4.0))
+    ph = float(np.clip(pw * v.ratio, 1.2, 4.0))
     fig = Figure(figsize=(7.6, len(shown) * (ph + 0.45) + 1.2), dpi=DPI, layout="constrained")
     axes = fig.subplots(len(shown), n, squeeze=False)
     norm = Normalize(-SD_CLIP, SD_CLIP)
@@ -156,11 +188,7 @@ def supply_demand_maps(runs: list[Run], sd: dict[str, SupplyDemand], box, fr: Fr
     for i, r in enumerate(shown):
         s = sd[r.label]
         for p, ax in enumerate(axes[i]):
-            ax.set_xlim(lng0, lng1)
-            ax.set_ylim(lat0, lat1)
-            ax.set_aspect(1.0 / math.cos(mid))
-            ax.grid(False)
-            ax.tick_params(labelsize=6.5)
+            v.apply(ax, 6.5)
             c = s.cells.filter(
                 (pl.col("period") == p) & ((pl.col("waiting") >= SD_FLOOR) | (pl.col("available") >= SD_FLOOR))
             )
