@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,9 +64,13 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(trace, tmp_path):
     # every file on disk is whole
     for f in (tmp_path / "cut" / "events").glob("*.parquet"):
         pl.read_parquet(f)
+    staged = sorted(p.name for p in (tmp_path / "cut").glob(".*.parts"))
+    assert staged == [".cells.parts", ".shards.parts", ".ticks.parts"]  # the rows before the checkpoint
     resumed = resume_replay(str(tmp_path / "cut"))
     assert read_events(tmp_path / "cut").equals(read_events(tmp_path / "full"))
     assert check_run(tmp_path / "cut") == []
+    _same_rows(tmp_path / "cut", tmp_path / "full")
+    assert not list((tmp_path / "cut").glob(".*.parts"))
     for key in ("requests", "completed", "cancelled", "expired", "wait_s", "pickup_eta_s"):
         assert resumed[key] == full[key]
     assert not (tmp_path / "cut" / CHECKPOINT).exists()  # a finished run keeps no checkpoint
@@ -103,6 +108,18 @@ def test_resume_after_sigkill(trace, tmp_path):
     assert main(["replay", str(trace), "--out", str(ref), "--drivers", "40", "--quiet", "--policy", "greedy"]) == 0
     assert read_events(out).equals(read_events(ref))
     assert check_run(out) == []
+    _same_rows(out, ref)
+
+
+TIMING = ("wall_ms", "solve_ms", "coordinator_ms", "critical_ms", "shard_cpu_ms")  # measured, not simulated
+
+
+def _same_rows(out: Path, ref: Path) -> None:
+    """ticks.parquet, shards.parquet and cells.parquet of a resumed run: every row of the
+    uninterrupted run's, once, in order (the rows staged before the checkpoint included)."""
+    for name, drop in (("ticks", TIMING), ("shards", ("solve_ms",)), ("cells", ())):
+        got, want = (pl.read_parquet(d / f"{name}.parquet").drop(drop) for d in (out, ref))
+        assert want.height > 0 and got.equals(want), name
 
 
 def test_resume_errors_are_one_line(tmp_path, capsys):
@@ -139,10 +156,18 @@ def test_resume_of_a_checkpoint_whose_ticks_lack_newer_columns(trace, tmp_path):
         run_replay(cut, progress=_CrashAfter(600))
     path = tmp_path / "cut" / CHECKPOINT
     state = pickle.loads(path.read_bytes())
+    # the form of an older release: every tick row (without the newer columns) in the checkpoint,
+    # nothing staged (ticks.parquet was written whole at the end)
+    loop = state["loop"]
+    staged = pl.read_parquet(tmp_path / "cut" / ".ticks.parts")
     old = ("coordinator_ms", "critical_ms", "shard_cpu_ms", "round2")
-    before = len(state["loop"].ticks["tick"])
-    for name in old:
-        del state["loop"].ticks[name]
+    staged = staged.drop(old).with_columns((pl.col("ts").dt.epoch("ms") - loop.t0_ms) / 1000.0)
+    loop.ticks = staged.to_dict(as_series=False)
+    for name in ("tick_log", "shard_log", "t0_ms", "last_ts"):
+        del loop.__dict__[name]
+    shutil.rmtree(tmp_path / "cut" / ".ticks.parts")
+    shutil.rmtree(tmp_path / "cut" / ".shards.parts")
+    before = len(loop.ticks["tick"])
     path.write_bytes(pickle.dumps(state))
     resume_replay(str(tmp_path / "cut"))
     assert read_events(tmp_path / "cut").equals(read_events(tmp_path / "full"))

@@ -102,6 +102,17 @@ class ShardStats:
     def __len__(self) -> int:
         return sum(len(x) for x in self._blocks["tick"])
 
+    def take(self) -> dict[str, npt.NDArray[np.generic]]:
+        """The rows so far (as `columns`), then forgets them, so that a long run holds (and a
+        checkpoint pickles) only the rows since the last take.
+
+        Call it only when every output is in (after ``Coordinator.finish``): a late output
+        of a tick taken before is not counted."""
+        cols = self.columns()
+        self._blocks = {c: [] for c in COLUMNS}
+        self._at = {}
+        return cols
+
     def columns(self) -> dict[str, npt.NDArray[np.generic]]:
         """The rows so far, one array per column (COLUMNS order)."""
         empty = {"solve_ms": np.float64, "tick": np.int64}

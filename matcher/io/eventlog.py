@@ -274,6 +274,12 @@ class StagedTable:
             self.out.write(pa.concat_tables(self._parts))
         self._parts, self._rows = [], 0
 
+    def drop_after_checkpoint(self) -> None:
+        """After a resume: remove the parts written after the checkpoint this table was saved in."""
+        for f in self.stage.glob("part-*.parquet"):
+            if int(f.stem.split("-")[1]) >= self.out.part:
+                f.unlink()
+
     def finish(self) -> Path:
         """Combine every part (this writer's and any earlier one's) into ``path``; returns it."""
         self.flush()
@@ -320,9 +326,7 @@ class CellLog:
 
     def drop_after_checkpoint(self) -> None:
         """After a resume: remove the parts written after the checkpoint this log was saved in."""
-        for f in self.table.stage.glob("part-*.parquet"):
-            if int(f.stem.split("-")[1]) >= self.table.out.part:
-                f.unlink()
+        self.table.drop_after_checkpoint()
 
     def finish(self) -> Path:
         return self.table.finish()

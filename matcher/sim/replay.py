@@ -31,7 +31,7 @@ from matcher.dist.coordinator import Coordinator, make_router
 from matcher.errors import MatcherError, RunStopped
 from matcher.io import fingerprint, runfolder, trace
 from matcher.io.atomic import atomic_path, remove_leftovers
-from matcher.io.eventlog import EventLog, LocationLog
+from matcher.io.eventlog import EventLog, LocationLog, StagedTable
 from matcher.io.schemas import SHARDS
 from matcher.sim import fleet as fleet_mod
 from matcher.sim import interrupt, scenario
@@ -93,6 +93,13 @@ class LoopState:
     failed_ticks: int = 0
     next_checkpoint: float = 0.0
     cells: ReplayCells | None = None  # OUT/cells.parquet (surge per cell and tick)
+    # OUT/ticks.parquet and OUT/shards.parquet, staged at every checkpoint: `ticks` and the
+    # coordinator's per-shard rows hold only the rows since the last one (a checkpoint's
+    # cost does not grow with the run; checkpoints of older releases hold every row)
+    tick_log: StagedTable | None = None
+    shard_log: StagedTable | None = None
+    t0_ms: int = 0
+    last_ts: float = 0.0  # simulated seconds of the latest tick row staged
     inputs_fp: dict | None = None  # what the run was made from (matcher.io.fingerprint), checked on resume
     options_fp: dict | None = None
 
@@ -287,6 +294,7 @@ def _run(
             st = LoopState(last_sent=np.full(len(fleet), -np.inf), next_checkpoint=cfg.checkpoint_every_s)
             st.cells = ReplayCells(out, t0_ms)
             st.inputs_fp, st.options_fp = fingerprints
+            st.tick_log, st.shard_log = _row_logs(out)
         else:
             log = EventLog(
                 out / "events",
@@ -309,6 +317,12 @@ def _run(
                 st.cells.resumed()
             for name in TICKS_SCHEMA.names:  # a checkpoint of an older release: its ticks lack the newer columns
                 st.ticks.setdefault(name, [None] * len(st.ticks["tick"]))
+            if getattr(st, "tick_log", None) is None or getattr(st, "shard_log", None) is None:
+                st.tick_log, st.shard_log = _row_logs(out)  # an older release: every row is in the checkpoint
+            else:
+                st.tick_log.drop_after_checkpoint()
+                st.shard_log.drop_after_checkpoint()
+        st.t0_ms = t0_ms
         log.locate = coord.route_requests  # `shard` of the request and expire events
         base_wall = st.wall_before
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
@@ -321,13 +335,10 @@ def _run(
         locations.flush()
     if getattr(st, "cells", None) is not None:
         st.cells.finish()
-    ticks = st.ticks
-    tick_table = pa.table(ticks, schema=TICKS_SCHEMA) if ticks["tick"] else TICKS_SCHEMA.empty_table()
-    if len(tick_table):
-        ts = pa.array(t0_ms + np.round(np.asarray(ticks["ts"]) * 1000.0).astype(np.int64))
-        tick_table = tick_table.set_column(1, "ts", ts.cast(TICKS_SCHEMA.field("ts").type))
-    trace.write_table(tick_table, out / "ticks.parquet", TICKS_SCHEMA)
-    trace.write_table(pa.table(coord.stats.columns(), schema=SHARDS), out / "shards.parquet", SHARDS)
+    _stage_rows(st, coord)
+    assert st.tick_log is not None and st.shard_log is not None
+    st.tick_log.finish()
+    st.shard_log.finish()
     meta = {
         "policy": Policy(sim.policy).value,
         "window_s": sim.window_s if sim.policy == Policy.BATCH else None,
@@ -337,7 +348,7 @@ def _run(
         "drivers": len(fleet),
         "quarantined": n_quarantined,
         "label": cfg.label,
-        "sim_seconds": max(world.clock, float(ticks["ts"][-1]) if ticks["ts"] else 0.0),  # drain included
+        "sim_seconds": max(world.clock, st.last_ts),  # drain included
         "wall_seconds": base_wall + time.perf_counter() - wall0,
         "handoffs": coord.handoffs,
         "shard_restarts": coord.restarts,
@@ -367,6 +378,7 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
     coord.finish()
     if st.cells is not None:
         st.cells.flush()
+    _stage_rows(st, coord)
     state = {
         "cfg": cfg,
         "world": world,
@@ -379,6 +391,30 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
     }
     with atomic_path(out / CHECKPOINT) as tmp, open(tmp, "wb") as f:
         pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _row_logs(out: Path) -> tuple[StagedTable, StagedTable]:
+    """The staged OUT/ticks.parquet and OUT/shards.parquet of a run (nothing staged yet)."""
+    return (
+        StagedTable(out / "ticks.parquet", TICKS_SCHEMA, first_part=0),
+        StagedTable(out / "shards.parquet", SHARDS, first_part=0),
+    )
+
+
+def _stage_rows(st: LoopState, coord: Coordinator) -> None:
+    """Write the tick rows and per-shard rows gathered since the last call as part files, and
+    forget them. Only once every shard output is in (after ``coord.finish()``)."""
+    assert st.tick_log is not None and st.shard_log is not None
+    ticks = st.ticks
+    if ticks["tick"]:
+        st.last_ts = float(ticks["ts"][-1])
+        rows = dict(ticks)
+        rows["ts"] = pa.array(st.t0_ms + np.round(np.asarray(ticks["ts"], np.float64) * 1000.0).astype(np.int64))
+        st.tick_log.add(rows)
+        st.ticks = {name: [] for name in TICKS_SCHEMA.names}
+    st.tick_log.flush()
+    st.shard_log.add(coord.stats.take())
+    st.shard_log.flush()
 
 
 def _jsonable(d):
