@@ -295,33 +295,72 @@ class StagedTable:
 
 
 class CellLog:
-    """OUT/cells.parquet (schema CELLS): the per-tick surge figures of every tracked cell."""
+    """OUT/cells.parquet (schema CELLS): the per-tick surge figures of every tracked cell.
+
+    A tick's rows are kept as the numpy arrays they come in and made into one Arrow table
+    (cell names included) per ``BUFFER_ROWS`` rows or at `flush`: a table per tick cost more
+    than the surge step itself."""
+
+    BUFFER_ROWS = 50_000
+    _COLS = ("tick", "ts", "cell", "precision", "demand", "supply", "demand_ewma", "supply_ewma", "ratio", "mult")
 
     def __init__(self, out: Path, first_part: int | None = None):
         self.table = StagedTable(Path(out) / "cells.parquet", CELLS, first_part=first_part)
+        self._buf: dict[str, list[np.ndarray]] = {c: [] for c in self._COLS}
+        self._rows = 0
+
+    def __setstate__(self, d: dict) -> None:  # a checkpoint of an older release: no buffer
+        d.setdefault("_buf", {c: [] for c in self._COLS})
+        d.setdefault("_rows", 0)
+        self.__dict__.update(d)
 
     def add(self, tick: int, ts_ms: int, cells, precision: int) -> None:
         """``cells``: a :class:`matcher.core.surge.CellTick`."""
         n = len(cells)
         if n == 0:
             return
+        b = self._buf
+        b["tick"].append(np.full(n, tick, np.int64))
+        b["ts"].append(np.full(n, ts_ms, np.int64))
+        b["cell"].append(np.asarray(cells.cells, np.uint64))
+        b["precision"].append(np.full(n, precision, np.int8))
+        b["demand"].append(cells.demand_now.astype(np.int32))
+        b["supply"].append(cells.supply_now.astype(np.int32))
+        b["demand_ewma"].append(np.asarray(cells.demand, np.float64))
+        b["supply_ewma"].append(np.asarray(cells.supply, np.float64))
+        b["ratio"].append(np.asarray(cells.ratio, np.float64))
+        b["mult"].append(np.asarray(cells.multiplier, np.float64))
+        self._rows += n
+        if self._rows >= self.BUFFER_ROWS:
+            self._move()
+
+    def _move(self) -> None:
+        """The buffered rows into the staged table, as one Arrow table."""
+        if not self._rows:
+            return
         from matcher.core import geo
 
+        c = {k: np.concatenate(v) for k, v in self._buf.items()}
+        p = c["precision"]
+        names = geo.int_to_str(c["cell"], int(p[0]) if (p == p[0]).all() else p)
         self.table.add(
             {
-                "tick": np.full(n, tick, np.int64),
-                "ts": pa.array(np.full(n, ts_ms, np.int64)).cast(CELLS.field("ts").type),
-                "cell": geo.int_to_str(cells.cells, precision),
-                "demand": cells.demand_now.astype(np.int32),
-                "supply": cells.supply_now.astype(np.int32),
-                "demand_ewma": cells.demand,
-                "supply_ewma": cells.supply,
-                "ratio": cells.ratio,
-                "surge_multiplier": cells.multiplier,
+                "tick": c["tick"],
+                "ts": pa.array(c["ts"]).cast(CELLS.field("ts").type),
+                "cell": pa.array(names, pa.string()),
+                "demand": c["demand"],
+                "supply": c["supply"],
+                "demand_ewma": c["demand_ewma"],
+                "supply_ewma": c["supply_ewma"],
+                "ratio": c["ratio"],
+                "surge_multiplier": c["mult"],
             }
         )
+        self._buf = {k: [] for k in self._COLS}
+        self._rows = 0
 
     def flush(self) -> None:
+        self._move()
         self.table.flush()
 
     def drop_after_checkpoint(self) -> None:
@@ -329,4 +368,5 @@ class CellLog:
         self.table.drop_after_checkpoint()
 
     def finish(self) -> Path:
+        self._move()
         return self.table.finish()
