@@ -44,6 +44,7 @@ from matcher.dist.backend import ShardBackend, ShardLostError
 from matcher.dist.merge import REQUEST_UNITS, merge_step
 from matcher.dist.ring import popcount64
 from matcher.dist.routers import GeoRouter, Router, SingleRouter, make_router
+from matcher.dist.memo import RouteMemo
 from matcher.dist.shardstats import ShardStats
 
 __all__ = ["Coordinator", "GeoRouter", "Router", "SingleRouter", "TickStats", "make_router"]
@@ -51,6 +52,7 @@ __all__ = ["Coordinator", "GeoRouter", "Router", "SingleRouter", "TickStats", "m
 I32Array = npt.NDArray[np.int32]
 F64Array = npt.NDArray[np.float64]
 I64Array = npt.NDArray[np.int64]
+U64Array = npt.NDArray[np.uint64]
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Coordinator:
         self.lost: list[dict[str, Any]] = []  # shards lost for good: {"shard", "tick", "reason"}
         self.answered = 0  # shard answers waited for
         self.unanswered = 0  # shard inputs sent without waiting
+        self._drivers_memo = RouteMemo((np.int32, np.uint64))  # (owner, member mask) by driver key
+        self._requests_memo = RouteMemo((np.int32,))  # shard by request index
 
     def attach(self, backend: ShardBackend) -> None:
         """Drive a new set of (empty) shards, e.g. after a resume: the next tick rebuilds them."""
@@ -118,6 +122,9 @@ class Coordinator:
         # ... and before per-shard figures and the incremental re-send
         d.setdefault("stats", ShardStats(d["k"]))
         d.setdefault("_reset_all", False)
+        # ... and before the routing memos
+        d.setdefault("_drivers_memo", RouteMemo((np.int32, np.uint64)))
+        d.setdefault("_requests_memo", RouteMemo((np.int32,)))
         self.__dict__.update(d)
 
     def _count(self, outs: list[TickOutput]) -> None:
@@ -156,6 +163,14 @@ class Coordinator:
         """The shard each pickup is routed to now (labels the `request` and `expire` events)."""
         return self.router.route_requests(lat, lng)
 
+    def _memberships(self, keys: I64Array, lat: F64Array, lng: F64Array) -> tuple[I32Array, U64Array]:
+        """The router's (owner, member mask) of drivers, computed only for those that moved
+        (or after the router changed): `RouteMemo`."""
+        if self.k == 1:  # one shard: the router's answer is a constant, cheaper than any memo
+            return self.router.memberships(lat, lng)
+        own, mask = self._drivers_memo.get(keys, lat, lng, self.router.version, self.router.memberships)
+        return own, mask  # type: ignore[return-value]  # the memo's dtypes are (int32, uint64)
+
     def _to_send(self, pings: Pings) -> tuple[Pings, bool]:
         """The reports to route this tick, and whether the shards start from empty tables.
 
@@ -172,7 +187,7 @@ class Coordinator:
             return pings, False
         self._version = self.router.version
         allk = np.flatnonzero(self.known)
-        own, mask = self.router.memberships(self.latest.lat[allk], self.latest.lng[allk])
+        own, mask = self._memberships(allk, self.latest.lat[allk], self.latest.lng[allk])
         changed = allk[(own != self.owner[allk]) | (mask != self.member[allk])]
         return self.latest.take(np.union1d(changed, pings.key)), False
 
@@ -184,7 +199,7 @@ class Coordinator:
         self.router.observe(reqs.lat, reqs.lng, self._online_positions)
         pings, force = self._to_send(pings)
         keys = pings.key
-        owner, mask = self.router.memberships(pings.lat, pings.lng)
+        owner, mask = self._memberships(keys, pings.lat, pings.lng)
         old = self.member[keys]
         prev = self.owner[keys]
         moved = (prev >= 0) & (prev != owner)
@@ -194,7 +209,13 @@ class Coordinator:
         self.member[keys] = mask
         self.owner[keys] = owner
         shared = popcount64(mask) > 1
-        req_shard = self.router.route_requests(reqs.lat, reqs.lng)
+        if self.k == 1:
+            req_shard = self.router.route_requests(reqs.lat, reqs.lng)
+        else:
+            (memo,) = self._requests_memo.get(
+                reqs.idx, reqs.lat, reqs.lng, self.router.version, lambda la, ln: (self.router.route_requests(la, ln),)
+            )
+            req_shard = memo.astype(np.int32, copy=False)
         inputs = []
         for s in range(self.k):
             bit = np.uint64(1) << np.uint64(s)
