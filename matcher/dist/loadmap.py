@@ -72,7 +72,11 @@ class LoadRouter:
         self.halo = Halo(halo_precision, radius_m, self._cell_masks, self._cell_owners)
         self._halo_version = self.regions.version
         self._placed = False
-        self._demand: list[U64Array] = []  # keys of the pending pickups of each tick since the last rebalance
+        # the pending pickups of each tick since the last rebalance, keyed only when a rebalance
+        # reads them (one call for all ticks, not one per tick); `_demand`: keys, in checkpoints
+        # of an older release
+        self._demand_pts: list[tuple[F64Array, F64Array]] = []
+        self._demand: list[U64Array] = []
         self._ticks = 0
         self.moves: list[float] = []  # share of the load each rebalance moved (for the run's record)
 
@@ -133,8 +137,10 @@ class LoadRouter:
         Called before the tick is routed. The first call with any load places
         the cuts; then every ``rebalance_ticks`` calls a rebalance may slide them.
         """
-        rk, _ = point_keys(req_lat, req_lng)
-        self._demand.append(rk[rk != NO_KEY])
+        if not hasattr(self, "_demand_pts"):  # a checkpoint of an older release
+            self._demand_pts = []
+        pts = (np.array(req_lat, np.float64).reshape(-1), np.array(req_lng, np.float64).reshape(-1))
+        self._demand_pts.append(pts)
         self._ticks += 1
         if self._placed and self._ticks < self.rebalance_ticks:
             return
@@ -142,7 +148,7 @@ class LoadRouter:
             return
         dk, _ = point_keys(drv_lat, drv_lng)
         dk = dk[dk != NO_KEY]
-        req = np.concatenate(self._demand)
+        req = self._demand_keys()
         keys = np.concatenate([dk, req])
         w_req = self.request_weight / max(self._ticks, 1)
         weights = np.concatenate([np.ones(dk.size), np.full(req.size, w_req)])
@@ -153,7 +159,17 @@ class LoadRouter:
             self._placed = True
         elif self.regions.imbalance(keys, weights) > self.tolerance:
             self.moves.append(self.regions.rebalance(keys, weights, self.max_move))
-        self._demand, self._ticks = [], 0
+        self._demand, self._demand_pts, self._ticks = [], [], 0
+
+    def _demand_keys(self) -> U64Array:
+        """Keys of the valid pending pickups since the last rebalance, tick after tick."""
+        parts = list(self._demand)
+        if self._demand_pts:
+            rk, _ = point_keys(
+                np.concatenate([p[0] for p in self._demand_pts]), np.concatenate([p[1] for p in self._demand_pts])
+            )
+            parts.append(rk[rk != NO_KEY])
+        return np.concatenate(parts) if parts else np.empty(0, np.uint64)
 
     def living(self) -> int:
         """Shards not lost."""
