@@ -44,6 +44,11 @@ from matcher.sim import rand
 PING_INTERVAL_S = 4.0
 PING_SLOTS = 20  # the fleet's pings are spread over this many batches per interval
 DRIVERS_PER_POOL = 32  # simulated driver apps sharing one HTTP connection pool
+# ping calls in flight at most; a slot's pings beyond it are dropped (and counted), as a
+# gateway drops a ping that the next one supersedes: a queue of waiting calls in one
+# httpcore pool costs time quadratic in its length, and a service slower than the pings
+# once made such a queue take the generator's whole CPU
+MAX_PING_CALLS = 16
 _TERMINAL = {"completed", "cancelled", "expired"}
 
 
@@ -74,6 +79,7 @@ class Stats:
         self.ms: dict[str, list[float]] = defaultdict(list)
         self.pings_sent = 0
         self.pings_accepted = 0
+        self.pings_dropped = 0  # not sent: MAX_PING_CALLS were in flight
 
     def record(self, what: str, status: int | str, ms: float | None = None) -> None:
         self.status[what][str(status)] += 1
@@ -234,13 +240,13 @@ class Loadgen:
         pending: set[asyncio.Task] = set()
         while not self.stop.is_set():
             t = self.now()
-            for keys in (batch_keys[s],):
-                if len(keys):
-                    task = asyncio.create_task(self.batch(client, keys, t))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-            for k in single_keys[s]:
-                task = asyncio.create_task(self.single_ping(client, int(k), t))
+            work = [(self.batch, batch_keys[s])] if len(batch_keys[s]) else []
+            work += [(self.single_ping, int(k)) for k in single_keys[s]]
+            for send, keys in work:
+                if len(pending) >= MAX_PING_CALLS:
+                    self.stats.pings_dropped += np.size(keys)
+                    continue
+                task = asyncio.create_task(send(client, keys, t))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             s = (s + 1) % PING_SLOTS
@@ -435,6 +441,7 @@ class Loadgen:
             "requests_per_s": posted / max(getattr(self, "posting_s", end), 1e-9),
             "pings_sent": s.pings_sent,
             "pings_accepted": s.pings_accepted,
+            "pings_dropped": s.pings_dropped,
             "pings_per_s": s.pings_accepted / max(end, 1e-9),
             "http_status": {k: dict(v) for k, v in sorted(s.status.items())},
             "request_post_ms": s.pct("request_post"),
