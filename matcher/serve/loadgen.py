@@ -97,6 +97,7 @@ class Stats:
 class Loadgen:
     def __init__(self, cfg: LoadgenConfig):
         self.cfg = cfg
+        self._gates: dict[int, asyncio.Semaphore] = {}  # per connection pool (`_gate`)
         table, _ = trace_mod.read_requests(cfg.trace)
         ms = table.column("request_time").cast(pa.int64()).to_numpy()
         t0_ms = int(ms[0])
@@ -178,6 +179,12 @@ class Loadgen:
         d = float(geo.haversine_m(self.lat0[k], self.lng0[k], self.lat1[k], self.lng1[k]))
         return min(d / max(self.kt1[k] - self.kt0[k], 1e-3) / self.cfg.speed, 99.0)
 
+    def _gate(self, client: httpx.AsyncClient) -> asyncio.Semaphore:
+        """At most as many calls of a pool in flight as it has connections: the others wait here,
+        not in httpcore's queue, whose scan on every event costs time quadratic in its length (a
+        service slower than the offered load once made it take the generator's whole CPU)."""
+        return self._gates.setdefault(id(client), asyncio.Semaphore(64))
+
     async def call(self, client: httpx.AsyncClient, what: str, method: str, url: str, **kw) -> httpx.Response | None:
         """One API call, retried on connection errors and 5xx (a restarting service) for retry_s."""
         deadline = time.monotonic() + self.cfg.retry_s
@@ -185,7 +192,8 @@ class Loadgen:
         while True:
             t0 = time.perf_counter()
             try:
-                r = await client.request(method, url, **kw)
+                async with self._gate(client):
+                    r = await client.request(method, url, **kw)
             except httpx.HTTPError as e:
                 self.stats.record(what, type(e).__name__)
                 r = None
@@ -395,7 +403,9 @@ class Loadgen:
         timeout = httpx.Timeout(30.0, connect=10.0)
 
         def pool(n: int) -> httpx.AsyncClient:
-            return httpx.AsyncClient(base_url=self.cfg.url, limits=httpx.Limits(max_connections=n), timeout=timeout)
+            c = httpx.AsyncClient(base_url=self.cfg.url, limits=httpx.Limits(max_connections=n), timeout=timeout)
+            self._gates[id(c)] = asyncio.Semaphore(n)
+            return c
 
         # small pools: httpcore assigns requests to connections in time quadratic in the pool's size
         # (measured: one pool of 2,700 connections spent the generator's whole CPU in that step)
