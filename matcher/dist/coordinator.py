@@ -166,10 +166,17 @@ class Coordinator:
     def _memberships(self, keys: I64Array, lat: F64Array, lng: F64Array) -> tuple[I32Array, U64Array]:
         """The router's (owner, member mask) of drivers, computed only for those that moved
         (or after the router changed): `RouteMemo`."""
-        if self.k == 1:  # one shard: the router's answer is a constant, cheaper than any memo
-            return self.router.memberships(lat, lng)
-        own, mask = self._drivers_memo.get(keys, lat, lng, self.router.version, self.router.memberships)
+        own, mask = self._remembered(self._drivers_memo, keys, lat, lng, self.router.memberships)
         return own, mask  # type: ignore[return-value]  # the memo's dtypes are (int32, uint64)
+
+    def _remembered(
+        self, memo: RouteMemo, ids: I64Array, lat: F64Array, lng: F64Array, compute: Any
+    ) -> tuple[npt.NDArray[np.generic], ...]:
+        """``compute(lat, lng)``, through ``memo`` (`RouteMemo`) when there are several shards;
+        with one, the router's answer is a constant, cheaper than any memo."""
+        if self.k == 1:
+            return tuple(compute(lat, lng))
+        return memo.get(ids, lat, lng, self.router.version, compute)
 
     def _to_send(self, pings: Pings) -> tuple[Pings, bool]:
         """The reports to route this tick, and whether the shards start from empty tables.
@@ -209,13 +216,10 @@ class Coordinator:
         self.member[keys] = mask
         self.owner[keys] = owner
         shared = popcount64(mask) > 1
-        if self.k == 1:
-            req_shard = self.router.route_requests(reqs.lat, reqs.lng)
-        else:
-            (memo,) = self._requests_memo.get(
-                reqs.idx, reqs.lat, reqs.lng, self.router.version, lambda la, ln: (self.router.route_requests(la, ln),)
-            )
-            req_shard = memo.astype(np.int32, copy=False)
+        (routed,) = self._remembered(
+            self._requests_memo, reqs.idx, reqs.lat, reqs.lng, lambda la, ln: (self.router.route_requests(la, ln),)
+        )
+        req_shard = routed.astype(np.int32, copy=False)
         inputs = []
         for s in range(self.k):
             bit = np.uint64(1) << np.uint64(s)

@@ -137,8 +137,6 @@ class LoadRouter:
         Called before the tick is routed. The first call with any load places
         the cuts; then every ``rebalance_ticks`` calls a rebalance may slide them.
         """
-        if not hasattr(self, "_demand_pts"):  # a checkpoint of an older release
-            self._demand_pts = []
         pts = (np.array(req_lat, np.float64).reshape(-1), np.array(req_lng, np.float64).reshape(-1))
         self._demand_pts.append(pts)
         self._ticks += 1
@@ -160,6 +158,10 @@ class LoadRouter:
         elif self.regions.imbalance(keys, weights) > self.tolerance:
             self.moves.append(self.regions.rebalance(keys, weights, self.max_move))
         self._demand, self._demand_pts, self._ticks = [], [], 0
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        d.setdefault("_demand_pts", [])  # a checkpoint of an older release: its demand is keyed
+        self.__dict__.update(d)
 
     def _demand_keys(self) -> U64Array:
         """Keys of the valid pending pickups since the last rebalance, tick after tick."""

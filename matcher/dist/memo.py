@@ -29,7 +29,6 @@ class RouteMemo:
     """
 
     def __init__(self, dtypes: tuple[type, ...]) -> None:
-        self.dtypes = dtypes
         self.lat = np.empty(0)
         self.lng = np.empty(0)
         self.version = np.empty(0, np.int64)  # -1: never computed

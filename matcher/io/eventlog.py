@@ -233,6 +233,11 @@ class LocationLog:
         self._parts, self._rows = [], 0
 
 
+def _part_no(f: Path) -> int:
+    """The number of a part file ``part-NNNNN.parquet``."""
+    return int(f.stem.split("-")[1])
+
+
 class StagedTable:
     """One Parquet file (``path``) that grows as a run goes, with bounded memory and no loss at a crash.
 
@@ -247,12 +252,9 @@ class StagedTable:
         self.path, self.schema = Path(path), schema
         self.stage = self.path.with_name(f".{self.path.stem}.parts")
         if first_part is None:
-            first_part = 1 + max((int(f.stem.split("-")[1]) for f in self.stage.glob("part-*.parquet")), default=-1)
-        else:
-            for f in self.stage.glob("part-*.parquet"):
-                if int(f.stem.split("-")[1]) >= first_part:
-                    f.unlink()
+            first_part = 1 + max((_part_no(f) for f in self.stage.glob("part-*.parquet")), default=-1)
         self.out = PartWriter(self.stage, first_part)
+        self.drop_after_checkpoint()  # parts numbered from first_part on (none if it followed them)
         self.rows_per_part = rows_per_part
         self._parts: list[pa.Table] = []
         self._rows = 0
@@ -277,13 +279,13 @@ class StagedTable:
     def drop_after_checkpoint(self) -> None:
         """After a resume: remove the parts written after the checkpoint this table was saved in."""
         for f in self.stage.glob("part-*.parquet"):
-            if int(f.stem.split("-")[1]) >= self.out.part:
+            if _part_no(f) >= self.out.part:
                 f.unlink()
 
     def finish(self) -> Path:
         """Combine every part (this writer's and any earlier one's) into ``path``; returns it."""
         self.flush()
-        parts = sorted(self.stage.glob("part-*.parquet"), key=lambda f: int(f.stem.split("-")[1]))
+        parts = sorted(self.stage.glob("part-*.parquet"), key=_part_no)
         with atomic_path(self.path) as tmp, pq.ParquetWriter(tmp, self.schema, compression="zstd") as w:
             for f in parts:
                 w.write_table(pq.read_table(f, schema=self.schema))

@@ -317,7 +317,7 @@ def _run(
                 st.cells.resumed()
             for name in TICKS_SCHEMA.names:  # a checkpoint of an older release: its ticks lack the newer columns
                 st.ticks.setdefault(name, [None] * len(st.ticks["tick"]))
-            if getattr(st, "tick_log", None) is None or getattr(st, "shard_log", None) is None:
+            if st.tick_log is None or st.shard_log is None:
                 st.tick_log, st.shard_log = _row_logs(out)  # an older release: every row is in the checkpoint
             else:
                 st.tick_log.drop_after_checkpoint()
