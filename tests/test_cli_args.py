@@ -272,3 +272,24 @@ def test_quiet_hides_ray_banners(tmp_path):
         stderr
     )  # no "Token authentication is enabled ..." or any other Ray line
     assert stdout == f"{tmp_path / 'o'}\n"
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_before_starting_ray(tmp_path):
+    import socket
+
+    from procs import run_matcher
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"port-test-secret-0123456789abcdef0123\n")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = run_matcher(["serve", "--out", str(tmp_path / "live"), "--port", str(port), "--secret-file", str(secret)],
+                           timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert (
+        one_line(done.stderr)
+        == f"matcher: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
+    )
+    assert done.seconds < 30  # refused before any Ray process starts

@@ -5,6 +5,7 @@ session), driven by ``matcher loadgen`` for about 30 s, then the audit of its lo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +38,23 @@ def secret(tmp_path) -> Path:
     return p
 
 
+def listener_of(svc: ServiceProcess) -> str:
+    """Which of the service's processes listens on its port: 'ServeReplica', 'ProxyActor', ..."""
+    import psutil
+
+    names = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(p.pid) != svc.proc.pid:
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == svc.port for c in p.net_connections("tcp")):
+                names.append(p.cmdline()[0])
+        except (psutil.Error, ProcessLookupError):
+            continue
+    assert len(names) == 1, names
+    return names[0].removeprefix("ray::").split(":")[0]
+
+
 def small_trace(tmp_path: Path) -> Path:
     """Every 4th of the sample's first 2,000 requests (about 1 per 1.7 s of trace), 2-minute trips."""
     t = pq.read_table(REPO / "data" / "synth-small.parquet").slice(0, 2000)
@@ -61,6 +79,8 @@ def test_loadgen_drives_a_live_service_and_the_log_audits_clean(tmp_path, secret
         )  # fmt: skip
         assert lg.returncode == 0, lg.stdout + lg.stderr + svc.tail()
         metrics = httpx.get(f"{svc.url}/metrics").text
+        # direct ingress: the replica itself listens on --port (no hop through Serve's proxy)
+        assert listener_of(svc) == "ServeReplica", svc.tail()
     finally:
         rc = svc.stop()
     assert rc == 0, svc.tail()
