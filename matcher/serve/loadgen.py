@@ -43,12 +43,21 @@ from matcher.sim import rand
 
 PING_INTERVAL_S = 4.0
 PING_SLOTS = 20  # the fleet's pings are spread over this many batches per interval
-DRIVERS_PER_POOL = 32  # simulated driver apps sharing one HTTP connection pool
+# HTTP connection pools: httpcore scans every connection of a pool for each request it
+# assigns (a socket syscall per connection), so many small pools cost far less CPU than a
+# few big ones. A driver app has at most one call in flight (its long poll, or the answer
+# and status calls that follow it), so a pool of DRIVERS_PER_POOL drivers needs that many
+# connections; riders' posts go round-robin over RIDER_POOLS pools of CONNS_PER_POOL.
+DRIVERS_PER_POOL = 8
+RIDER_POOLS = 16
+CONNS_PER_POOL = 8
 # ping calls in flight at most; a slot's pings beyond it are dropped (and counted), as a
 # gateway drops a ping that the next one supersedes: a queue of waiting calls in one
 # httpcore pool costs time quadratic in its length, and a service slower than the pings
 # once made such a queue take the generator's whole CPU
 MAX_PING_CALLS = 16
+# riders start once the fleet is online: every driver has pinged and holds its first poll
+WARMUP_S = PING_INTERVAL_S + 2.0
 _TERMINAL = {"completed", "cancelled", "expired"}
 
 
@@ -209,16 +218,16 @@ class Loadgen:
             delay = min(delay * 2, 2.0)
 
     # ----------------------------------------------------------------- riders
-    async def riders(self, client: httpx.AsyncClient) -> None:
+    async def riders(self, pools: list[httpx.AsyncClient]) -> None:
         tasks = []
         for i in range(len(self.ids)):
-            wait = self.t[i] - self.now()
+            wait = WARMUP_S + self.t[i] - self.now()
             if wait > 0:
                 await asyncio.sleep(wait)
-            tasks.append(asyncio.create_task(self.post(client, i)))
+            tasks.append(asyncio.create_task(self.post(pools[i % len(pools)], i)))
         await asyncio.gather(*tasks)
         self.posting_done = True
-        self.posting_s = self.now()
+        self.posting_s = self.now() - WARMUP_S
 
     async def post(self, client: httpx.AsyncClient, i: int) -> None:
         rider = f"rider-{self.ids[i]}"
@@ -301,10 +310,16 @@ class Loadgen:
     # ---------------------------------------------------------------- drivers
     async def driver(self, client: httpx.AsyncClient, k: int) -> None:
         h = {"Authorization": f"Bearer {self.driver_tokens[k]}"}
-        await asyncio.sleep(PING_INTERVAL_S + 0.5)  # the first ping goes before the first poll
+        # the first ping goes before the first poll; the fleet's first polls open over a second
+        await asyncio.sleep(PING_INTERVAL_S + 0.5 + k / len(self.driver_ids))
+        # The first poll of driver k waits (k + 1) / m of a long poll: the fleet's polls then end
+        # spread over the period, as real apps' do, not all at once every long_poll_s (measured:
+        # 2,500 polls ending together stalled the generator's event loop for 2.5 s).
+        wait = self.cfg.long_poll_s * (k + 1) / len(self.driver_ids)
         while not self.stop.is_set():
             r = await self.call(client, "offer_get", "GET", "/v1/drivers/offer",
-                                params={"wait_s": self.cfg.long_poll_s}, headers=h, timeout=self.cfg.long_poll_s + 30)  # fmt: skip
+                                params={"wait_s": wait}, headers=h, timeout=self.cfg.long_poll_s + 30)  # fmt: skip
+            wait = self.cfg.long_poll_s
             if r is None or r.status_code != 200:
                 if r is None or r.status_code != 204:
                     await asyncio.sleep(0.5)
@@ -379,7 +394,7 @@ class Loadgen:
                 self.ended[rid] = state
 
     # ------------------------------------------------------------------- end
-    async def drain(self, client: httpx.AsyncClient) -> None:
+    async def drain(self, pools: list[httpx.AsyncClient]) -> None:
         """After the last request: poll the rides not known to have ended until all have."""
         deadline = self.now() + self.cfg.drain_timeout_s
         while self.now() < deadline:
@@ -388,8 +403,9 @@ class Loadgen:
                 break
             for j in range(0, len(open_), 50):
                 rs = await asyncio.gather(*[
-                    self.call(client, "ride_get", "GET", f"/v1/rides/{rid}", headers=self.rider_headers[rid])
-                    for rid in open_[j:j + 50]
+                    self.call(pools[n % len(pools)], "ride_get", "GET", f"/v1/rides/{rid}",
+                              headers=self.rider_headers[rid])
+                    for n, rid in enumerate(open_[j:j + 50])
                 ])  # fmt: skip
                 for rid, r in zip(open_[j : j + 50], rs):
                     if r is not None and r.status_code == 200 and r.json()["status"] in _TERMINAL:
@@ -403,16 +419,16 @@ class Loadgen:
         timeout = httpx.Timeout(30.0, connect=10.0)
 
         def pool(n: int) -> httpx.AsyncClient:
-            c = httpx.AsyncClient(base_url=self.cfg.url, limits=httpx.Limits(max_connections=n), timeout=timeout)
+            limits = httpx.Limits(max_connections=n, keepalive_expiry=120.0)  # no reconnects between polls
+            c = httpx.AsyncClient(base_url=self.cfg.url, limits=limits, timeout=timeout)
             self._gates[id(c)] = asyncio.Semaphore(n)
             return c
 
-        # small pools: httpcore assigns requests to connections in time quadratic in the pool's size
-        # (measured: one pool of 2,700 connections spent the generator's whole CPU in that step)
         per = DRIVERS_PER_POOL
-        driver_pools = [pool(per + 4) for _ in range((m + per - 1) // per)]
-        ping_pool = pool(64)
-        async with pool(128) as client:
+        driver_pools = [pool(per) for _ in range((m + per - 1) // per)]
+        ping_pool = pool(MAX_PING_CALLS)
+        rider_pools = [pool(CONNS_PER_POOL) for _ in range(RIDER_POOLS)]
+        async with rider_pools[0] as client:
             try:
                 r = await client.get("/healthz")
                 r.raise_for_status()
@@ -421,15 +437,15 @@ class Loadgen:
             self.start = time.perf_counter()
             pinger = asyncio.create_task(self.pinger(ping_pool))
             drivers = [asyncio.create_task(self.driver(driver_pools[k // per], k)) for k in range(m)]
-            await self.riders(client)
-            await self.drain(client)
+            await self.riders(rider_pools)
+            await self.drain(rider_pools)
             self.stop.set()
             end = self.now()
             for t in drivers:
                 t.cancel()
             await asyncio.gather(*drivers, return_exceptions=True)
             await pinger
-            for c in [*driver_pools, ping_pool]:
+            for c in [*driver_pools, ping_pool, *rider_pools[1:]]:
                 await c.aclose()
         return self.result(end)
 
@@ -463,7 +479,10 @@ class Loadgen:
 
 
 def run_loadgen(cfg: LoadgenConfig) -> dict:
+    from matcher.serve.gcpolicy import rare_full_collections
+
     lg = Loadgen(cfg)
+    rare_full_collections()  # its thousands of driver coroutines made full collections pause every call
     result = asyncio.run(lg.main())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
