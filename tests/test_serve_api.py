@@ -428,6 +428,36 @@ def test_pings_land_in_the_location_history(svc):
     assert sorted(loc["driver_id"].to_list()) == ["d1", "d2", "d3"]
 
 
+def test_a_flush_writes_the_locations_outside_the_pings_lock(svc):
+    import threading
+
+    import polars as pl
+
+    svc.ping("d1", 40.75, -73.98)
+    write = svc.d.logs._write_locations
+    free_while_writing = []
+
+    def try_lock() -> None:  # what a ping's handler does, from another thread
+        got = svc.d.lock.acquire(timeout=0)
+        free_while_writing.append(got)
+        if got:
+            svc.d.lock.release()
+
+    def spy(taken):
+        t = threading.Thread(target=try_lock)
+        t.start()
+        t.join()
+        write(taken)
+
+    svc.d.logs._write_locations = spy
+    svc.d.flush()
+    assert free_while_writing == [True]  # a ping could go on while 10 s of rows were written
+    svc.ping("d2", 40.76, -73.98)  # after the taking: in the next part, not lost
+    svc.d.close()
+    loc = pl.read_parquet(svc.out / "locations" / "*.parquet")
+    assert sorted(loc["driver_id"].to_list()) == ["d1", "d2"]
+
+
 # --- candidates, metrics, health -------------------------------------------------------------
 def test_dispatch_match_is_read_only(svc):
     for i in range(5):

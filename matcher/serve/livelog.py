@@ -48,14 +48,22 @@ class LiveLogs:
                 (keys.copy(), np.full(len(keys), ts_ms, np.int64), lat.copy(), lng.copy(), heading, speed, status)
             )
 
-    def _flush_locations(self, driver_ids: list[str]) -> None:
+    def take_locations(self, driver_ids: list[str]) -> tuple[list[tuple], list[str]] | None:
+        """The buffered location rows and the ids they name, taken out of the buffer: quick, for
+        the caller's lock (the pings append to the buffer under it); written by :meth:`flush`."""
         if self.locations is None or not (self._one or self._many):
-            return
+            return None
         parts = list(self._many)
         if self._one:
             cols = list(zip(*self._one))
             parts.append(tuple(np.asarray(c) for c in cols))
         self._one, self._many = [], []
+        return parts, list(driver_ids)
+
+    def _write_locations(self, taken: tuple[list[tuple], list[str]] | None) -> None:
+        if taken is None or self.locations is None:
+            return
+        parts, driver_ids = taken
         key = np.concatenate([np.asarray(p[0], np.int64) for p in parts])
         ids = pa.array(driver_ids, pa.string())
         table = pa.Table.from_arrays(
@@ -96,12 +104,14 @@ class LiveLogs:
     def cells(self, tick: int, ts_ms: int, c: CellTick, precision: int) -> None:
         self.cell_rows.add(tick, ts_ms, c, precision)
 
-    def flush(self, driver_ids: list[str]) -> None:
-        self._flush_locations(driver_ids)
+    def flush(self, taken: tuple[list[tuple], list[str]] | None) -> None:
+        """Write the rows ``taken`` (:meth:`take_locations`) and the buffered ticks and cells (which
+        only the tick thread adds to and flushes, so this runs outside the pings' lock)."""
+        self._write_locations(taken)
         self.ticks.flush()
         self.cell_rows.flush()
 
     def finish(self, driver_ids: list[str]) -> None:
-        self._flush_locations(driver_ids)
+        self._write_locations(self.take_locations(driver_ids))
         self.ticks.finish()
         self.cell_rows.finish()
