@@ -138,14 +138,6 @@ def direct_ingress_env(port: int) -> dict[str, str]:
     }
 
 
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _check_port(host: str, port: int) -> None:
     import socket
 
@@ -166,8 +158,10 @@ def run_service(cfg: ServeConfig, match: MatchConfig, on_ready=print) -> dict:
         _check_port(cfg.host, cfg.port)
         keep_embedded_ray_on_loopback()
         os.environ.update(direct_ingress_env(cfg.port))
+        from matcher.serve.process import free_port
+
         # Serve still starts its proxy on the head node: on a free loopback port of its own, unused
-        proxy_port = _free_port(cfg.host)
+        proxy_port = free_port(cfg.host)
     import ray
 
     load_secret(cfg.secret_file)  # fail here, with one line, not in the replica

@@ -310,12 +310,13 @@ class Loadgen:
     # ---------------------------------------------------------------- drivers
     async def driver(self, client: httpx.AsyncClient, k: int) -> None:
         h = {"Authorization": f"Bearer {self.driver_tokens[k]}"}
+        m = len(self.driver_ids)
         # the first ping goes before the first poll; the fleet's first polls open over a second
-        await asyncio.sleep(PING_INTERVAL_S + 0.5 + k / len(self.driver_ids))
+        await asyncio.sleep(PING_INTERVAL_S + 0.5 + k / m)
         # The first poll of driver k waits (k + 1) / m of a long poll: the fleet's polls then end
         # spread over the period, as real apps' do, not all at once every long_poll_s (measured:
         # 2,500 polls ending together stalled the generator's event loop for 2.5 s).
-        wait = self.cfg.long_poll_s * (k + 1) / len(self.driver_ids)
+        wait = self.cfg.long_poll_s * (k + 1) / m
         while not self.stop.is_set():
             r = await self.call(client, "offer_get", "GET", "/v1/drivers/offer",
                                 params={"wait_s": wait}, headers=h, timeout=self.cfg.long_poll_s + 30)  # fmt: skip
