@@ -5,12 +5,16 @@
 drivers, 55 requests/s). Each is the wall time around ``run_replay`` (trace load, Ray
 start-up, replay, summary) of the 4-shard Ray run divided by that of the 1-shard
 in-process run, the runs interleaved in one bench run (in process, Ray, in process for
-the small city; the in-process time is the mean of its runs). Both produce the same
-matching (sharding is exact); the run's own event counts are compared to say so.
+the small city; the in-process time is the mean of its runs). The two runs' counts are
+compared and their largest relative difference is in the note: the per-tick objective of 4
+shards equals 1 shard's (``cost_ratio_sharded_vs_global``), but which of several equal-cost
+matchings they pick need not be the same, and the runs may then diverge a little (the metro
+hour: 0.02% of its completed rides, 0.7% of its cancellations; the small-city day: none).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ def _replay(trace: Path, drivers: Path, out: Path, *args: str) -> tuple[dict, fl
 
 
 def _ratio(ctx: Context, name: str, trace: Path, drivers: Path, rounds_inprocess: int) -> dict:
+    load0 = os.getloadavg()[0]
     walls_in: list[float] = []
     ray_wall, ray_meta, ray_sum, in_sum = None, None, None, None
     for i in range(rounds_inprocess + 1):
@@ -53,7 +58,9 @@ def _ratio(ctx: Context, name: str, trace: Path, drivers: Path, rounds_inprocess
     assert ray_sum is not None and in_sum is not None and ray_meta is not None and ray_wall is not None
     base = sum(walls_in) / len(walls_in)
     ratio = ray_wall / base
-    same = all(ray_sum[k] == in_sum[k] for k in ("requests", "completed", "expired", "cancelled", "matches"))
+    keys = ("requests", "completed", "expired", "cancelled", "matches")
+    diff = max(abs(ray_sum[k] - in_sum[k]) / max(in_sum[k], 1) for k in keys)
+    counts = "same counts" if diff == 0 else f"counts differ by at most {diff:.3%} ({_counts(in_sum, ray_sum, keys)})"
     tick_ray = (ray_sum.get("tick_ms") or {}).get("p50", float("nan"))
     tick_in = (in_sum.get("tick_ms") or {}).get("p50", float("nan"))
     note = (
@@ -62,10 +69,15 @@ def _ratio(ctx: Context, name: str, trace: Path, drivers: Path, rounds_inprocess
         f"{' / '.join(f'{w:.1f}' for w in walls_in)} s (mean {base:.1f} s), interleaved in this run, wall around "
         f"run_replay (load, Ray start, replay, summary); tick p50 {tick_ray:.2f} ms on Ray vs {tick_in:.2f} ms in "
         f"process; {ray_sum['ticks']:,} ticks; served {ray_sum['served_rate']:.1%} on Ray, "
-        f"{in_sum['served_rate']:.1%} in process ({'same counts' if same else 'COUNTS DIFFER'}); "
-        f"machine shared with other work while measured"
+        f"{in_sum['served_rate']:.1%} in process ({counts}); "
+        f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} (2 cores)"
     )
     return figure(ratio, "ratio", TARGET, "lower", note)
+
+
+def _counts(a: dict, b: dict, keys: tuple[str, ...]) -> str:
+    """The counts that differ, as ``name in-process/Ray``."""
+    return ", ".join(f"{k} {a[k]:,}/{b[k]:,}" for k in keys if a[k] != b[k])
 
 
 def ray_overhead_small_city(ctx: Context) -> dict:

@@ -45,6 +45,7 @@ EXPECTED = {
     "serve_request_to_offer_ms_p99",
     "serve_audit_violations",
     "area_speedup_2_tasks",
+    "area_speedup_2_tasks_embedded",
     "area_events_per_s",
     "area_metro_speed",
     "area_nodes_realtime_100x50k",

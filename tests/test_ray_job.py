@@ -29,15 +29,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +39,11 @@ import pytest
 from procs import run_matcher
 
 from matcher.analysis.audit import check_run
+from matcher.dist.headprocess import NOT_FOR_A_REAL_CLUSTER, HeadProcess, ray_cli
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-RAY_CLI = shutil.which("ray", path=str(BIN)) or shutil.which("ray")
+RAY_CLI = ray_cli()
 
 # what the job does not need: the job reads the trace and writes its output by absolute path
 UPLOAD_EXCLUDES = [
@@ -64,112 +59,41 @@ UPLOAD_EXCLUDES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 HEAD_IP = "127.0.0.2"
-_NOT_FOR_A_REAL_CLUSTER = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
 
 
 @dataclass
 class Head:
-    dashboard: str  # http://127.0.0.1:PORT (the job server)
-    gcs: str  # 127.0.0.2:PORT (the cluster address)
-    tmp: Path  # RAY_TMPDIR of the head
-    log: Path
+    proc: HeadProcess  # the `ray start --head --block` (matcher.dist.headprocess)
 
-    def client_env(self) -> dict:
-        drop = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", *_NOT_FOR_A_REAL_CLUSTER)
-        env = {k: v for k, v in os.environ.items() if k not in drop}
-        env.update(RAY_AUTH_MODE="token", RAY_ADDRESS=self.dashboard, RAY_USAGE_STATS_ENABLED="0")
-        return env
+    @property
+    def dashboard(self) -> str:  # http://127.0.0.1:PORT (the job server)
+        assert self.proc.dashboard is not None
+        return self.proc.dashboard
+
+    @property
+    def tmp(self) -> Path:  # RAY_TMPDIR of the head
+        return self.proc.tmp
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [RAY_CLI, *args], env=self.client_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO
-        )
-
-
-def _wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    """Up when the job server answers (401 without a token is an answer) and `ray start` is done."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"`ray start --head` exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            urllib.request.urlopen(url + "/api/version", timeout=1).close()
-            answered = True
-        except urllib.error.HTTPError:
-            answered = True
-        except OSError:
-            answered = False
-        if answered and "Ray runtime started" in log.read_text(errors="replace"):
-            return
-        time.sleep(0.25)
-    pytest.fail(f"the Ray head did not come up within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+        env = {**self.proc.client_env(), "RAY_ADDRESS": self.dashboard}
+        return subprocess.run([RAY_CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
 def ray_head():
     if RAY_CLI is None:
         pytest.skip("the `ray` CLI is not installed (needs ray[default])")
-    tmp = Path(tempfile.mkdtemp(prefix="mrj-", dir="/tmp"))  # short: Ray's socket paths live under it
-    dash = _free_port()
-    ports = {
-        f"--{name}": _free_port()
-        for name in (
-            "port",
-            "ray-client-server-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "runtime-env-agent-port",
-            "metrics-export-port",
-            "node-manager-port",
-            "object-manager-port",
-        )
-    }
-    low = _free_port()  # a worker port range of our own (other Rays run on this machine)
-    low = min(low, 65535 - 200)
-    cmd = [
-        RAY_CLI,
-        "start",
-        "--head",
-        "--block",
-        f"--node-ip-address={HEAD_IP}",
-        f"--min-worker-port={low}",
-        f"--max-worker-port={low + 150}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        "--num-cpus=2",
-        "--include-dashboard=true",
-        "--disable-usage-stats",
-        *[f"{k}={v}" for k, v in ports.items()],
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_A_REAL_CLUSTER}
-    env.update(RAY_TMPDIR=str(tmp), PATH=f"{BIN}{os.pathsep}{env['PATH']}")
-    log = tmp / "head.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
     try:
-        head = Head(dashboard=f"http://127.0.0.1:{dash}", gcs=f"{HEAD_IP}:{ports['--port']}", tmp=tmp, log=log)
-        _wait_for_dashboard(head.dashboard, proc, log)
-        yield head
+        proc = HeadProcess(
+            node_ip=HEAD_IP, num_cpus=2, dashboard=True, env={"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        )
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield Head(proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of this head's process group is left
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(tmp, ignore_errors=True)
+        proc.stop()
 
 
 def _uploaded_bytes(head: Head) -> int:
@@ -261,7 +185,7 @@ def test_an_embedded_run_never_joins_the_head_on_the_machine(ray_head, small_tra
     """`matcher replay --shards 2` with a head up, findable the way a plain ray.init() finds one
     (its RAY_TMPDIR's ray_current_cluster): the shards run on a private Ray, none on the head."""
     out = tmp_path / "embedded-run"
-    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_A_REAL_CLUSTER}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_FOR_A_REAL_CLUSTER}
     env.update(RAY_TMPDIR=str(ray_head.tmp), RAY_USAGE_STATS_ENABLED="0")
     assert (ray_head.tmp / "ray" / "ray_current_cluster").exists()  # the head is findable
     args = [str(small_trace.trace), "--out", str(out), "--drivers", str(small_trace.drivers), "--shards", "2"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,11 +18,9 @@ from pathlib import Path
 
 import httpx
 
+from matcher.dist.headprocess import free_port, kill_session
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+__all__ = ["ServiceProcess", "free_port"]
 
 
 class ServiceProcess:
@@ -77,23 +74,4 @@ class ServiceProcess:
         self.log.close()
 
     def _kill_session(self) -> None:
-        sid = self.proc.pid
-        for _ in range(5):
-            pids = []
-            for p in Path("/proc").iterdir():
-                if not p.name.isdigit():
-                    continue
-                try:
-                    stat = (p / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[3]) == sid:  # the session id (field 6 of /proc/PID/stat)
-                    pids.append(int(p.name))
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.5)
+        kill_session(self.proc.pid)
