@@ -172,6 +172,43 @@ def _journal_commit_ms(url: str, token: str) -> dict:
     return out
 
 
+def _disk_fsync_ms(folder: Path, seconds: float = 10.0, per_s: float = 50.0) -> list[float]:
+    """This disk alone: durations of fsync after a 200-byte append to a file in ``folder``, ``per_s``
+    times a second (what one journal group commit asks of the disk), with nothing of ours running."""
+    import os
+
+    path = folder / "fsync-probe"
+    ms: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            os.write(fd, b"x" * 199 + b"\n")
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            ms.append((time.perf_counter() - t0) * 1e3)
+            time.sleep(1.0 / per_s)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return ms
+
+
+def _server_ms(ray_tmp: str | Path, method: str, route: str) -> list[float]:
+    """The replica's own latencies of ``method route`` (Ray Serve's access log lines in the
+    service's RAY_TMPDIR: ``... -- POST /v1/rides/request 200 9.6ms``); empty if none is found."""
+    import re
+
+    line = re.compile(rf" -- {method} {re.escape(route)} \d+ ([\d.]+)ms$")
+    out: list[float] = []
+    for f in Path(ray_tmp).glob("ray/session_*/logs/serve/replica_*.log"):
+        for text in f.read_text(errors="replace").splitlines():
+            m = line.search(text.rstrip())
+            if m:
+                out.append(float(m.group(1)))
+    return out
+
+
 def serve_live(ctx: Context) -> dict:
     if ctx.quick:
         return {f: failed(*spec, "skipped with --quick (starts Ray Serve)") for f, spec in FIGS.items()}
@@ -190,6 +227,7 @@ def serve_live(ctx: Context) -> dict:
     speed, rate, seconds, n_drivers = 10.0, 55.0, 60.0, 2_500
     trace, drivers = _inputs(root / "inputs", rate, seconds, speed, n_drivers)
     out = root / "live"
+    fsync = _disk_fsync_ms(root)  # before the service starts: the disk's own fsync latency
     load0 = time.perf_counter()
     svc = ServiceProcess(out, root / "secret", "--window", str(WINDOW_S), "--patience", "120")
     try:
@@ -207,6 +245,17 @@ def serve_live(ctx: Context) -> dict:
     finally:
         rc = svc.stop()
     problems = check_run(out) if rc == 0 else [f"matcher serve exited with {rc}"]
+    server = _server_ms(svc.tmp, "POST", "/v1/rides/request")
+    server_note = (
+        f"; in the replica (Serve's access log): p50 {pct(server, 50):.1f} ms, p99 {pct(server, 99):.1f} ms"
+        if server
+        else "; the replica's access log was not found"
+    )
+    slow = sum(m > 50 for m in fsync)
+    disk_note = (
+        f"; this disk alone, before the service started (a 200-byte append + fsync, {len(fsync)} times at 50/s): "
+        f"p50 {pct(fsync, 50):.2f} ms, p99 {pct(fsync, 99):.1f} ms, max {max(fsync):.0f} ms, {slow} over 50 ms"
+    )
     load = "the load generator runs on the same 2 cores as the service"
     n_b = batch["batches"] * batch["per_batch"]
     return {
@@ -234,7 +283,9 @@ def serve_live(ctx: Context) -> dict:
             note=f"POST /v1/rides/request at {lg['requests_per_s']:.1f} requests/s for {seconds:.0f} s "
             f"({lg['requests_posted']} rides, {n_drivers} drivers), fsync'd journal before each 200 "
             f"(the service's group commits: p50 {commit.get('p50', float('nan')):.1f} ms, "
-            f"p99 {commit.get('p99', float('nan')):.1f} ms); p50 {lg['request_post_ms']['p50']:.1f} ms",
+            f"p99 {commit.get('p99', float('nan')):.1f} ms); client-side p50 {lg['request_post_ms']['p50']:.1f} ms"
+            + server_note
+            + disk_note,
         ),
         "serve_request_to_offer_ms_p99": figure(
             lg["request_to_offer_ms"]["p99"],
