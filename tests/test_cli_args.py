@@ -293,3 +293,25 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_before_starting_ray(tmp_path
         == f"matcher: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
     )
     assert done.seconds < 30  # refused before any Ray process starts
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1 (--address)"),
+        ("http://127.0.0.1:8265", "--address=http://127.0.0.1:8265 is a job server address"),
+    ],
+)
+def test_serve_to_a_cluster_that_is_not_there_fails_in_one_line(tmp_path, address, why):
+    """The service's Ray is decided as the replay's (matcher.dist.runmode): an address where
+    nothing listens, or a job server's, ends in one line within seconds (it used to retry in
+    ray.init for minutes)."""
+    from procs import run_matcher
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"addr-test-secret-0123456789abcdef0123\n")
+    done = run_matcher(["serve", "--out", str(tmp_path / "live"), "--address", address, "--secret-file", str(secret)],
+                       timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert one_line(done.stderr).startswith(f"matcher: {why}"), done.stderr
+    assert done.seconds < 30

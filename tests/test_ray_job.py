@@ -40,6 +40,8 @@ from procs import run_matcher
 
 from matcher.analysis.audit import check_run
 from matcher.dist.headprocess import NOT_FOR_A_REAL_CLUSTER, HeadProcess, ray_cli
+from matcher.serve.auth import issue
+from matcher.serve.process import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -177,6 +179,8 @@ def _actor_names(head: Head) -> list[str]:
     """Every actor the head has seen (alive or dead), by name, through Ray's state API."""
     got = head.cli("list", "actors", "--format", "json", "--limit", "10000", "--address", head.dashboard)
     assert got.returncode == 0, got.stderr[-2000:]
+    if got.stdout.strip() == "No resource in the cluster":  # what it prints for none, not "[]"
+        return []
     return [a.get("name") or "" for a in json.loads(got.stdout)]
 
 
@@ -229,3 +233,67 @@ def test_cluster_configs_are_valid(name):
         assert cfg["provider"]["type"] == "aws"
         workers = [t for k, t in cfg["available_node_types"].items() if k != cfg["head_node_type"]]
         assert workers and all(t["max_workers"] > t.get("min_workers", 0) for t in workers)  # autoscaling
+
+
+# --- the live service next to the head, and on it ---------------------------------------------
+# (last in this module: the embedded service's Ray writes its own session into the head's RAY_TMPDIR)
+SECRET = b"job-test-secret-0123456789abcdef0123456789"
+
+
+def _ride_is_acknowledged(svc: ServiceProcess) -> None:
+    import httpx
+
+    body = {"pickup_lat": 40.75, "pickup_lng": -73.98, "destination_lat": 40.76, "destination_lng": -73.97,
+            "ride_type": "uberx"}  # fmt: skip
+    token = issue(SECRET, "rider", "r1")
+    r = httpx.post(f"{svc.url}/v1/rides/request", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert r.status_code == 200 and r.json()["status"] == "searching", r.text
+
+
+def _serve_actors(names: list[str]) -> list[str]:
+    return [n for n in names if "SERVE" in n or n.startswith("matcher-live-")]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_serve_next_to_a_head_never_joins_it(ray_head, tmp_path):
+    """`matcher serve` with no --address while a head is up and findable (its RAY_TMPDIR): the
+    service, its Serve actors and its shard run on a private Ray, none on the head."""
+    (tmp_path / "secret").write_bytes(SECRET + b"\n")
+    env = {k: v for k, v in os.environ.items() if k not in NOT_FOR_A_REAL_CLUSTER}
+    env.update(RAY_TMPDIR=str(ray_head.tmp), RAY_USAGE_STATS_ENABLED="0")
+    assert (ray_head.tmp / "ray" / "ray_current_cluster").exists()  # the head is findable
+    before = _serve_actors(_actor_names(ray_head))
+    svc = ServiceProcess(tmp_path / "live", tmp_path / "secret", "--window", "1", cwd=REPO, timeout_s=240, env=env)
+    try:
+        _ride_is_acknowledged(svc)
+        assert _serve_actors(_actor_names(ray_head)) == before
+    finally:
+        assert svc.stop() == 0, svc.tail()
+    assert (tmp_path / "live" / "summary.json").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS"])
+def test_serve_on_a_cluster_runs_there(ray_head, tmp_path, how):
+    """`matcher serve --address HEAD`, or RAY_ADDRESS=HEAD as inside a Ray job (a head at
+    127.0.0.2, as any real cluster): the ingress replica and the shard actor run on that
+    cluster, HTTP goes through its Serve proxy on --port, and SIGTERM drains the run and
+    writes its summary."""
+    (tmp_path / "secret").write_bytes(SECRET + b"\n")
+    env, args = ray_head.proc.client_env(), ["--window", "1", "--num-cpus", "0.25"]
+    if how == "--address":
+        args += ["--address", ray_head.proc.address]
+    else:
+        env["RAY_ADDRESS"] = ray_head.proc.address
+    svc = ServiceProcess(tmp_path / "live", tmp_path / "secret", *args, cwd=REPO, timeout_s=240, env=env)
+    try:
+        _ride_is_acknowledged(svc)
+        names = _serve_actors(_actor_names(ray_head))
+        assert any("MatcherIngress" in n for n in names), names
+        assert any(n.startswith("matcher-live-") and "-shard-0" in n for n in names), names
+    finally:
+        assert svc.stop() == 0, svc.tail()
+    summary = json.loads((tmp_path / "live" / "summary.json").read_text())
+    assert summary["requests"] == 1

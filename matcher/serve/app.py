@@ -151,17 +151,22 @@ def _check_port(host: str, port: int) -> None:
 def run_service(cfg: ServeConfig, match: MatchConfig, on_ready=print) -> dict:
     """``matcher serve``: run until SIGTERM/SIGINT, then drain. Returns the run's summary."""
     from matcher.dist.backend import keep_embedded_ray_on_loopback
+    from matcher.dist.runmode import resolve_target
 
-    local = cfg.address is None
+    # the replay's run modes (matcher.dist.runmode): --address, else RAY_ADDRESS (set inside a
+    # Ray job), else a private embedded Ray that never joins another Ray on the machine
+    target = resolve_target(cfg.address, os.environ)
+    local = target.address is None
     proxy_port = cfg.port
     if local:
         _check_port(cfg.host, cfg.port)
-        keep_embedded_ray_on_loopback()
         os.environ.update(direct_ingress_env(cfg.port))
         from matcher.serve.process import free_port
 
         # Serve still starts its proxy on the head node: on a free loopback port of its own, unused
         proxy_port = free_port(cfg.host)
+    if target.loopback:
+        keep_embedded_ray_on_loopback()  # before ray is imported
     import ray
 
     load_secret(cfg.secret_file)  # fail here, with one line, not in the replica
@@ -172,9 +177,10 @@ def run_service(cfg: ServeConfig, match: MatchConfig, on_ready=print) -> dict:
     if local:
         kw.update(_node_ip_address="127.0.0.1", num_cpus=max(2, math.ceil(cfg.shards * cfg.num_cpus) + 1))
     try:
-        ray.init(address=cfg.address or "local", **kw)
+        ray.init(address=target.address or "local", **kw)
     except Exception as e:
-        raise MatcherError(f"cannot start or reach Ray ({cfg.address or 'local'}): {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MatcherError(f"cannot start or reach the {target.describe()}: {first}") from e
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -24,13 +24,27 @@ __all__ = ["ServiceProcess", "free_port"]
 
 
 class ServiceProcess:
-    def __init__(self, out: str | os.PathLike, secret_file: str | os.PathLike, *args: str, cwd=None, timeout_s=300.0):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        secret_file: str | os.PathLike,
+        *args: str,
+        cwd=None,
+        timeout_s=300.0,
+        env: dict[str, str] | None = None,
+    ):
+        """``args``: more ``matcher serve`` options. ``env``: the child's whole environment (a
+        RAY_TMPDIR of its own added if it has none); by default this process's, without
+        RAY_ADDRESS, with a RAY_TMPDIR of its own."""
         self.out = Path(out)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-        env = {**os.environ, "RAY_TMPDIR": self.tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        env.pop("RAY_ADDRESS", None)
+        if env is None:
+            env = {**os.environ, "RAY_TMPDIR": self.tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+            env.pop("RAY_ADDRESS", None)
+        else:
+            env = {"RAY_TMPDIR": self.tmp, **env}
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out.parent / f"serve-{self.port}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed by stop()/kill9()
