@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from matcher.dist import headprocess
-from matcher.dist.headprocess import _worker_range, kill_session, session_pids
+from matcher.dist.headprocess import _distinct_ports, _worker_range, kill_session, session_pids
 
 
 @given(st.sets(st.integers(1024, 65535), max_size=10))
@@ -26,6 +26,12 @@ def test_a_crowded_range_is_drawn_again(monkeypatch):
     draws = iter([40_000, 40_100, 50_000])
     monkeypatch.setattr(headprocess, "free_port", lambda host="127.0.0.1": next(draws))
     assert _worker_range({40_050, 40_200}) == 50_000  # 40,000 and 40,100 would both hold a taken port
+
+
+def test_ports_are_distinct_even_when_the_kernel_repeats_one(monkeypatch):
+    draws = iter([5_000, 5_000, 5_001, 5_000, 5_002])
+    monkeypatch.setattr(headprocess, "free_port", lambda host="127.0.0.1": next(draws))
+    assert _distinct_ports(3) == [5_000, 5_001, 5_002]
 
 
 def test_kill_session_ends_every_process_of_that_session_only():

@@ -79,6 +79,16 @@ def kill_session(sid: int, rounds: int = 5) -> None:
         time.sleep(0.5)
 
 
+def _distinct_ports(n: int) -> list[int]:
+    """``n`` free loopback ports, no two the same (the kernel may hand out a released port again)."""
+    got: list[int] = []
+    while len(got) < n:
+        port = free_port()
+        if port not in got:
+            got.append(port)
+    return got
+
+
 def _worker_range(taken: set[int], width: int = 150) -> int:
     """The low end of a worker port range of our own (other Rays run on this machine) that holds
     none of the head's other ports (Ray refuses to start when they overlap)."""
@@ -109,9 +119,9 @@ class HeadProcess:
         if cli is None:
             raise RuntimeError("the `ray` CLI is not installed (needs ray[default])")
         self.tmp = Path(tempfile.mkdtemp(prefix="mrh-", dir="/tmp"))  # short: Ray's socket paths live under it
-        ports = {name: free_port() for name in _PORTS}
-        dash = free_port()
-        low = _worker_range({*ports.values(), dash})
+        *listen, dash = _distinct_ports(len(_PORTS) + 1)
+        ports = dict(zip(_PORTS, listen, strict=True))
+        low = _worker_range({*listen, dash})
         cmd = [
             cli,
             "start",
