@@ -1,8 +1,9 @@
 """Independent areas replayed in parallel (issue #15): a synthetic multi-city day through
-``matcher.sim.replay.run_replay``, once with its areas one after another in this process
-and once as 2 area tasks on an embedded Ray (side by side, same trace, same seed); the
-per-area throughput of the in-process run; one metro-sized area alone; and a projection,
-from those measured figures, of the nodes that replay 100 cities x 50,000 drivers."""
+``matcher.sim.replay.run_replay``, with its areas one after another in one process, as 2
+area tasks on a running one-node cluster, and as 2 area tasks on an embedded Ray (side by
+side, same trace, same seed, each in a fresh interpreter); the per-area throughput of the
+in-process run; one metro-sized area alone; and a projection, from those measured figures,
+of the nodes that replay 100 cities x 50,000 drivers."""
 
 from __future__ import annotations
 
