@@ -18,3 +18,9 @@ class RunStopped(MatcherError):
 
 class UsageError(MatcherError):
     """A bad argument found after parsing (e.g. an --out that exists): the CLI exits 2, like argparse."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

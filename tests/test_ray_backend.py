@@ -42,6 +42,7 @@ from matcher.analysis import metrics
 from matcher.analysis.audit import check_run
 from matcher.config import RunConfig, ShardConfig
 from matcher.dist.backend import make_backend
+from matcher.dist.headprocess import free_port
 from matcher.sim.replay import run_replay
 
 pytestmark = pytest.mark.ray
@@ -246,14 +247,6 @@ finally:
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cluster_of_three_nodes_gives_the_inprocess_log(golden, small_trace, tmp_path, capsys):
     """Head + 2 workers (1 CPU each), one 1-CPU shard actor per node, driver connected by address."""
     out = tmp_path / "run"
@@ -273,7 +266,7 @@ def test_cluster_of_three_nodes_gives_the_inprocess_log(golden, small_trace, tmp
         str(small_trace.drivers),
         str(out),
         str(SHARDS),
-        str(_free_port()),
+        str(free_port()),
     ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(

@@ -42,7 +42,7 @@ from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, 
 from matcher.dist.backend import ShardLostError
 from matcher.dist.runmode import RayTarget
 from matcher.dist.wire import InputBatch, OutputBatch, pack_inputs, pack_outputs, unpack_inputs, unpack_outputs
-from matcher.errors import MatcherError
+from matcher.errors import MatcherError, first_line
 
 QUEUE_MAX = 32  # unanswered inputs held per shard before they are sent without waiting
 QUEUE_MAX_PINGS = 200_000  # ... or once they hold this many pings
@@ -90,8 +90,7 @@ def connect(target: RayTarget, quiet: bool = False) -> bool:
         else:
             ray.init(address=target.address, **kw)
     except Exception as e:  # noqa: BLE001 - one line for the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MatcherError(f"cannot start or reach the {target.describe()}: {first}") from e
+        raise MatcherError(f"cannot start or reach the {target.describe()}: {first_line(e)}") from e
     return True
 
 

@@ -37,7 +37,7 @@ from dataclasses import fields, replace
 from ray import serve
 
 from matcher.config import VEHICLE_TYPES, MatchConfig, ServeConfig, ShardConfig
-from matcher.errors import MatcherError
+from matcher.errors import MatcherError, first_line
 from matcher.serve.api import make_app
 from matcher.serve.auth import Authenticator, load_secret
 
@@ -161,7 +161,7 @@ def run_service(cfg: ServeConfig, match: MatchConfig, on_ready=print) -> dict:
     if local:
         _check_port(cfg.host, cfg.port)
         os.environ.update(direct_ingress_env(cfg.port))
-        from matcher.serve.process import free_port
+        from matcher.dist.headprocess import free_port
 
         # Serve still starts its proxy on the head node: on a free loopback port of its own, unused
         proxy_port = free_port(cfg.host)
@@ -179,8 +179,7 @@ def run_service(cfg: ServeConfig, match: MatchConfig, on_ready=print) -> dict:
     try:
         ray.init(address=target.address or "local", **kw)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MatcherError(f"cannot start or reach the {target.describe()}: {first}") from e
+        raise MatcherError(f"cannot start or reach the {target.describe()}: {first_line(e)}") from e
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

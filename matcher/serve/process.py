@@ -20,8 +20,6 @@ import httpx
 
 from matcher.dist.headprocess import free_port, kill_session
 
-__all__ = ["ServiceProcess", "free_port"]
-
 
 class ServiceProcess:
     def __init__(
