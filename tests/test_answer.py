@@ -85,7 +85,9 @@ def _check_asked(city):
         inputs.append(inp)
     known = np.ones(len(pings), bool)
     doubtful = np.zeros(len(pings), bool)
-    got = needs_answer(inputs, NOW, pings, known, doubtful, member, compat_matrix(MATCH.compat), MATCH)
+    got = needs_answer(
+        [i.requests for i in inputs], NOW, pings, known, doubtful, member, compat_matrix(MATCH.compat), MATCH
+    )
     for s in range(k):
         if truth[s]:
             assert got[s], f"shard {s} has an edge but was not asked"
@@ -104,7 +106,7 @@ def test_a_far_or_busy_fleet_needs_no_answer_and_a_near_free_driver_does():
         status=np.array([DriverStatus.ON_TRIP, DriverStatus.AVAILABLE], np.int8), vehicle=np.zeros(2, np.int8),
         rating=np.full(2, 5.0, np.float32), ts=np.full(2, NOW), owned=np.ones(2, bool), shared=np.zeros(2, bool),
     )  # fmt: skip
-    inp = [TickInput(1, NOW, near_busy, np.empty(0, np.int64), reqs)]
+    inp = [reqs]
     member = np.ones(2, np.uint64)
     args = (np.ones(2, bool), np.zeros(2, bool), member, compat_matrix(MATCH.compat), MATCH)
     assert needs_answer(inp, NOW, near_busy, *args) == [False]  # the near one is busy, the free one 5.5 km away
@@ -132,7 +134,7 @@ def test_a_driver_who_declined_the_only_request_near_him_needs_no_answer(brute_f
             np.array([7]), np.array([40.75]), np.array([-73.98]), np.array([0], np.int8), np.array([1.0]),
             np.full(len(barred_keys), 7, np.int64), np.array(barred_keys, np.int64),
         )  # fmt: skip
-        return needs_answer([TickInput(1, NOW, near, np.empty(0, np.int64), reqs)], NOW, near, *args)
+        return needs_answer([reqs], NOW, near, *args)
 
     assert ask([]) == [True]
     assert ask([0]) == [True]  # driver 1 is still free and near

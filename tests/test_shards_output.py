@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -54,13 +55,13 @@ def test_shards_parquet_has_one_row_per_tick_and_shard_and_adds_up(runs):
         assert (joined["matched"] == joined["matched_shards"]).all()
         assert (joined["deferred"] == joined["border"]).all()
         assert (joined["pending"] == joined["pending_shards"]).all()
-        assert (sh["solve_ms"] > 0).all() and (sh["drivers"] >= 0).all()
+        assert (sh["solve_ms"] >= 0).all() and (sh["drivers"] >= 0).all()
         assert sh["handoffs_in"].sum() == sh["handoffs_out"].sum()
-        # shard_cpu_ms of a tick is the CPU of the shards waited for (both rounds); solve_ms also
-        # holds the CPU of inputs not waited for (counted when their late output arrives)
+        # shard_cpu_ms of a tick is the CPU of the shards waited for (both rounds); a shard not waited
+        # for is sent nothing (no report here can be refused), so solve_ms holds the same CPU
         cpu = sh.group_by("tick").agg(pl.col("solve_ms").sum()).join(ticks, on="tick")
-        assert (cpu["solve_ms"].to_numpy() >= cpu["shard_cpu_ms"].to_numpy() - 1e-9).all()
-        assert (cpu["solve_ms"] > cpu["shard_cpu_ms"]).any()  # some shards were not waited for
+        np.testing.assert_allclose(cpu["solve_ms"].to_numpy(), cpu["shard_cpu_ms"].to_numpy(), atol=1e-9)
+        assert (sh["solve_ms"] == 0).any()  # some shards were not waited for, and were sent nothing
         per_shard = sh.group_by("shard").agg(pl.col("solve_ms").sum())["solve_ms"].to_numpy()
         assert summary["shard_balance"] == pytest.approx(per_shard.max() / per_shard.mean())
         coord = ticks["coordinator_ms"].sum()

@@ -24,8 +24,8 @@ from scipy.spatial import cKDTree
 
 from matcher.config import VEHICLE_TYPES, MatchConfig
 from matcher.core import geo
+from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
-from matcher.core.shard import TickInput
 from matcher.core.states import DriverStatus
 
 BoolArray = npt.NDArray[np.bool_]
@@ -48,7 +48,7 @@ def doubtful_reports(p: Pings, latest_ts: F64Array) -> BoolArray:
 
 
 def needs_answer(
-    inputs: Sequence[TickInput],
+    requests: Sequence[RequestBatch],
     now: float,
     latest: Pings,
     known: BoolArray,
@@ -57,18 +57,18 @@ def needs_answer(
     compat: BoolArray,
     match: MatchConfig,
 ) -> list[bool]:
-    """Shard s must answer iff one of its requests may have a candidate among its drivers."""
+    """Shard s must answer iff one of its requests (``requests[s]``) may have a candidate among its drivers."""
     fresh = known & (latest.status == int(DriverStatus.AVAILABLE)) & (now - latest.ts <= match.gps_timeout_s)
     doubt = known & doubtful
     maybe = np.flatnonzero(fresh | doubt)
-    answer = [False] * len(inputs)
+    answer = [False] * len(requests)
     if len(maybe) == 0:
         return answer
     bits, anywhere = member[maybe], doubt[maybe]
     chord = float(geo.chord_for_distance(match.radius_m)) * (1 + 1e-6)
     xyz: F64Array | None = None
-    for s, inp in enumerate(inputs):
-        if len(inp.requests) == 0:
+    for s, reqs in enumerate(requests):
+        if len(reqs) == 0:
             continue
         held = (bits & (np.uint64(1) << np.uint64(s))) != 0
         if not held.any():
@@ -78,18 +78,17 @@ def needs_answer(
             continue
         if xyz is None:
             xyz = geo.to_unit_xyz(latest.lat[maybe], latest.lng[maybe])
-        answer[s] = _any_candidate(inp, xyz[held], maybe[held], latest, compat, chord)
+        answer[s] = _any_candidate(reqs, xyz[held], maybe[held], latest, compat, chord)
     return answer
 
 
 def _any_candidate(
-    inp: TickInput, d: F64Array, keys: npt.NDArray[np.int64], latest: Pings, compat: BoolArray, chord: float
+    reqs: RequestBatch, d: F64Array, keys: npt.NDArray[np.int64], latest: Pings, compat: BoolArray, chord: float
 ) -> bool:
-    """Whether a request of ``inp`` has a driver of ``keys`` (unit vectors ``d``) within ``chord``
+    """Whether a request of ``reqs`` has a driver of ``keys`` (unit vectors ``d``) within ``chord``
     that its declines do not bar (``RequestBatch.barred_*``: a driver that declined a request is
     never offered it again, so on a tick where the only drivers near the pending requests are
     ones that declined them, the shard's answer is empty and nobody waits for it)."""
-    reqs = inp.requests
     r = geo.to_unit_xyz(reqs.lat, reqs.lng)
     n_barred = len(reqs.barred_req)
     if len(d) * len(r) <= BRUTE_FORCE_PAIRS:

@@ -9,17 +9,29 @@ sent again; when a shard comes back empty after a crash, or a tick failed, the
 affected shards are rebuilt from the latest reports.
 
 Guarantees (with the shard's, see :mod:`matcher.core.shard`):
-- every online driver lives on exactly one owning shard, plus read-only halo
+- every online driver is routed to exactly one owning shard, plus read-only halo
   copies on the shards whose regions lie within the candidate radius of it; a
   driver that moves into another shard's region is handed off (dropped by the
-  old shards, inserted by the new) in the same tick, never lost or duplicated;
+  old shards, inserted by the new), never lost or duplicated. A shard's table
+  follows the routing whenever it is sent an input (below), so the shards a tick
+  is sent to never own one driver twice;
 - a driver is offered by exactly one shard per tick, and the merged result has
   the objective of one global solve;
 - a tick with no border work makes no second round trip; round 2 never goes to a
   lost shard;
-- a shard is waited for only when its answer can hold a match (:mod:`matcher.dist.answer`);
-  the others' inputs go without waiting (:mod:`matcher.dist.backend`), and the event log is
-  the one of waiting for every shard;
+- a shard is sent anything only on a tick its answer can hold a match
+  (:mod:`matcher.dist.answer`). What it has not been sent is held here, as the latest
+  report of every driver and two bit masks (``sent``: the shards that hold the driver;
+  ``unsent``: the shards whose copy is older than the latest report), and goes with its
+  next answered tick: the drivers that left it, and the latest report of each driver it
+  holds whose copy is behind. A shard table is a function of the latest report of each
+  driver it holds (``DriverTable.apply_pings``: every column is overwritten by an accepted
+  report, the solve's ``OFFERED`` mark lasts until the driver's next report), so it then
+  equals the table that every tick's input would have built, and the event log is the one
+  of sending every shard every tick (golden tests). That holds while no report can be
+  refused; from the first report a shard may refuse (``doubtful_reports``), every shard
+  gets every tick's reports as they came (``per_tick``), so that it refuses and counts
+  exactly what it would have;
 - a shard lost for good (its restarts used up) has its regions moved to the living
   shards, which are rebuilt from the latest reports, and the tick is run again;
   ``lost`` (run.json ``lost_shards``) says when and why.
@@ -36,15 +48,15 @@ import numpy.typing as npt
 
 from matcher.config import MatchConfig, Policy, ShardConfig
 from matcher.core.candidates import RequestBatch, compat_matrix
-from matcher.core.driver_table import Pings
+from matcher.core.driver_table import PING_REASONS, Pings
 from matcher.core.shard import Matches, TickInput, TickOutput
 from matcher.core.states import DriverStatus
 from matcher.dist.answer import doubtful_reports, needs_answer
 from matcher.dist.backend import ShardBackend, ShardLostError
+from matcher.dist.memo import RouteMemo
 from matcher.dist.merge import REQUEST_UNITS, merge_step
 from matcher.dist.ring import popcount64
 from matcher.dist.routers import GeoRouter, Router, SingleRouter, make_router
-from matcher.dist.memo import RouteMemo
 from matcher.dist.shardstats import ShardStats
 
 __all__ = ["Coordinator", "GeoRouter", "Router", "SingleRouter", "TickStats", "make_router"]
@@ -85,14 +97,18 @@ class Coordinator:
         self.handoffs = 0
         self.restarts = 0
         self.failures: list[tuple[int, str]] = []
-        self.refusals: dict[str, int] = {}
+        self.refusals: dict[str, int] = dict.fromkeys(PING_REASONS, 0)  # every reason, counted or not
         self.stats = ShardStats(self.k)
         self._reset_all = False
         self.compat = compat_matrix(match.compat)  # [ride type, vehicle]: may serve
         self.doubtful = np.zeros(n_drivers, bool)  # a report of it may have been refused by a shard
         self.lost: list[dict[str, Any]] = []  # shards lost for good: {"shard", "tick", "reason"}
         self.answered = 0  # shard answers waited for
-        self.unanswered = 0  # shard inputs sent without waiting
+        self.unanswered = 0  # shard-ticks not waited for (nothing sent, or sent without waiting)
+        self.sent = np.zeros(n_drivers, np.uint64)  # bit s: shard s holds the driver (as far as it was sent)
+        self.unsent = np.zeros(n_drivers, np.uint64)  # bit s: shard s has not had the driver's latest report
+        self._reset_next = [False] * self.k  # the shard's next input starts it from an empty table
+        self.per_tick = False  # every shard gets every tick's input (from the first doubtful report on)
         self._drivers_memo = RouteMemo((np.int32, np.uint64))  # (owner, member mask) by driver key
         self._requests_memo = RouteMemo((np.int32,))  # shard by request index
 
@@ -125,6 +141,11 @@ class Coordinator:
         # ... and before the routing memos
         d.setdefault("_drivers_memo", RouteMemo((np.int32, np.uint64)))
         d.setdefault("_requests_memo", RouteMemo((np.int32,)))
+        # ... and before inputs were held for the next answered tick: every tick's input, as then
+        d.setdefault("sent", d["member"].copy())
+        d.setdefault("unsent", np.zeros(len(d["member"]), np.uint64))
+        d.setdefault("_reset_next", [False] * d["k"])
+        d.setdefault("per_tick", True)
         self.__dict__.update(d)
 
     def _count(self, outs: list[TickOutput]) -> None:
@@ -202,50 +223,42 @@ class Coordinator:
         self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: Policy
     ) -> tuple[Matches, I32Array, TickStats]:
         """One tick on all shards. Returns (matches, the shard that made each, stats)."""
+        if not self.per_tick and (self.doubtful.any() or doubtful_reports(pings, self.latest.ts).any()):
+            # a shard may refuse a report from now on: send it each one as it came, once every
+            # shard has what it was not sent (before these reports replace the latest ones)
+            self._flush(tick, now)
+            self.per_tick = True
         self._remember(pings)
         self.router.observe(reqs.lat, reqs.lng, self._online_positions)
         pings, force = self._to_send(pings)
         keys = pings.key
         owner, mask = self._memberships(keys, pings.lat, pings.lng)
-        old = self.member[keys]
         prev = self.owner[keys]
-        moved = (prev >= 0) & (prev != owner)
+        moved = (prev >= 0) & (owner >= 0) & (prev != owner)  # owner -1: a report no shard takes
         self.handoffs += int(moved.sum())
         handoffs_out = np.bincount(prev[moved], minlength=self.k)[: self.k]
         handoffs_in = np.bincount(owner[moved], minlength=self.k)[: self.k]
         self.member[keys] = mask
         self.owner[keys] = owner
-        shared = popcount64(mask) > 1
+        self.unsent[keys] |= mask
+        if force:
+            self._reset_next = [True] * self.k
         (routed,) = self._remembered(
             self._requests_memo, reqs.idx, reqs.lat, reqs.lng, lambda la, ln: (self.router.route_requests(la, ln),)
         )
         req_shard = routed.astype(np.int32, copy=False)
-        inputs = []
-        for s in range(self.k):
-            bit = np.uint64(1) << np.uint64(s)
-            sel = np.flatnonzero(mask & bit)
-            p = pings.take(sel)
-            p.owned = owner[sel] == s
-            p.shared = shared[sel]
-            gone = keys[((old & bit) != 0) & ((mask & bit) == 0)]
-            inputs.append(
-                TickInput(
-                    tick,
-                    now,
-                    p,
-                    gone,
-                    reqs.take(np.flatnonzero(req_shard == s)),
-                    policy,
-                    self.shard_cfg.solve_budget_ms,
-                    reset=force,
-                    expect_state=self.started[s],
-                )
-            )
+        requests = [reqs.take(np.flatnonzero(req_shard == s)) for s in range(self.k)]
         answer = needs_answer(
-            inputs, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
+            requests, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
         )
+        raw = (pings, owner, mask) if self.per_tick else None
+        inputs: list[TickInput | None] = [
+            self._input(s, tick, now, requests[s], policy, raw) if self.per_tick or answer[s] else None
+            for s in range(self.k)
+        ]
         for inp, want in zip(inputs, answer, strict=True):
-            inp.solve = want  # an answer known to be empty needs no solve either
+            if inp is not None:
+                inp.solve = want  # an answer known to be empty needs no solve either
         try:
             outs = [o for o in self.backend.tick(inputs, answer) if o is not None]
             lost = [o.shard for o in outs if o.restarted]
@@ -256,7 +269,7 @@ class Coordinator:
                 # loops only on real process deaths, which Ray bounds with max_restarts)
                 self.restarts += len(lost)
                 for s in lost:
-                    inputs[s] = self._rebuild_input(s, inputs[s])
+                    inputs[s] = self._rebuild_input(s, inputs[s])  # type: ignore[arg-type]  # answered: sent
                 again = [inputs[s] if answer[s] else None for s in range(self.k)]
                 outs = [o for o in self.backend.tick(again, answer) if o is not None]
                 lost = [o.shard for o in outs if o.restarted]
@@ -265,8 +278,6 @@ class Coordinator:
             return self.tick(tick, now, pings, reqs, policy)
         self.answered += len(outs)
         self.unanswered += self.k - sum(answer)
-        for s in range(self.k):
-            self.started[s] = True
         self._count(outs)
         late = self.backend.late()
         self._count(late)
@@ -274,7 +285,7 @@ class Coordinator:
         self._inline_border_ms = 0.0
         try:
             merged = merge_step(
-                tick, outs, reqs, policy, self._solve_border, self.k, lambda: self._round1_units(inputs)
+                tick, outs, reqs, policy, self._solve_border, self.k, lambda: self._round1_units(requests)
             )
         except ShardLostError as e:  # lost in round 2: same as in round 1
             self._lose(tick, e)
@@ -282,7 +293,7 @@ class Coordinator:
         coord_ms = (time.thread_time() - c0) * 1e3 - self._inline_border_ms
         r1 = np.array([o.cpu_ms for o in outs])
         r2 = merged.border_cpu_ms
-        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out, lambda: self._state_rows(inputs))
+        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out, lambda: self._state_rows(requests))
         self.stats.late(late)  # after add: an in-process late output can be of this very tick
         stats = TickStats(
             pending=len(reqs),
@@ -298,6 +309,67 @@ class Coordinator:
         )
         return merged.matches, merged.shard_of, stats
 
+    def _flush(self, tick: int, now: float) -> None:
+        """Send every shard what it was not sent, without waiting (before the switch to ``per_tick``).
+
+        The flush has a tick id of its own, ``-1 - tick`` (never a tick's), so that the tick's
+        own input after it is not taken for a retry of it (ticks are idempotent by id)."""
+        flush = [self._input(s, -1 - tick, now, RequestBatch.empty(), Policy.BATCH, None) for s in range(self.k)]
+        for inp in flush:
+            inp.solve = False
+        self.backend.tick(flush, [False] * self.k)
+
+    def _input(
+        self,
+        s: int,
+        tick: int,
+        now: float,
+        requests: RequestBatch,
+        policy: Policy,
+        raw: tuple[Pings, I32Array, U64Array] | None,
+    ) -> TickInput:
+        """Shard s's input this tick: what it has not been sent (module docstring), then marked sent.
+
+        ``raw`` (``per_tick``): this tick's reports (with their owners and member masks) go
+        as they came, duplicates and all; the held ones are then only those of other drivers.
+        The drivers that left the shard are dropped first; none after a reset (an empty table).
+        """
+        bit = np.uint64(1) << np.uint64(s)
+        reset = self._reset_next[s]
+        parts = []
+        behind = ((self.unsent & bit) != 0) & ((self.member & bit) != 0)
+        if raw is not None:
+            pings, owner, mask = raw
+            sel = np.flatnonzero(mask & bit)
+            p = pings.take(sel)
+            p.owned = owner[sel] == s
+            p.shared = popcount64(mask[sel]) > 1
+            parts.append(p)
+            behind[pings.key] = False
+        held = np.flatnonzero(behind)
+        if held.size or not parts:
+            q = self.latest.take(held)
+            q.owned = self.owner[held] == s
+            q.shared = popcount64(self.member[held]) > 1
+            parts.append(q)
+        gone = np.empty(0, np.int64) if reset else np.flatnonzero((self.sent & bit) & ~(self.member & bit))
+        self.sent = (self.sent & ~bit) | (self.member & bit)
+        self.unsent &= ~bit
+        self._reset_next[s] = False
+        expect = self.started[s]
+        self.started[s] = True
+        return TickInput(
+            tick,
+            now,
+            parts[0] if len(parts) == 1 else Pings.concat(parts),
+            gone.astype(np.int64),
+            requests,
+            policy,
+            self.shard_cfg.solve_budget_ms,
+            reset=reset,
+            expect_state=expect,
+        )
+
     def _lose(self, tick: int, e: ShardLostError) -> None:
         """A shard lost for good: its regions move to the living shards, which are rebuilt with reset
         (they may have applied this tick already, and a tick id alone would replay the stored answer)."""
@@ -308,7 +380,7 @@ class Coordinator:
     def _dead(self) -> set[int]:
         return {int(x["shard"]) for x in self.lost}
 
-    def _state_rows(self, inputs: list[TickInput]) -> tuple[I64Array, I64Array, I64Array]:
+    def _state_rows(self, requests: list[RequestBatch]) -> tuple[I64Array, I64Array, I64Array]:
         """(owned, halo, pending) of every shard from the coordinator's own state (after routing).
 
         What the per-shard figures and the round-2 balance use for a shard that was
@@ -317,13 +389,13 @@ class Coordinator:
         on = self.known & (self.owner >= 0)
         own = np.bincount(self.owner[on], minlength=self.k)[: self.k].astype(np.int64)
         held = bit_counts(self.member[on], self.k)
-        pending = np.array([len(i.requests) for i in inputs], np.int64)
+        pending = np.array([len(r) for r in requests], np.int64)
         return own, np.maximum(held - own, 0), pending
 
-    def _round1_units(self, inputs: list[TickInput]) -> F64Array:
+    def _round1_units(self, requests: list[RequestBatch]) -> F64Array:
         """Each shard's round-1 work this tick in deterministic units, from coordinator state
         (so it is the same whichever shards were waited for); lost shards are never chosen."""
-        own, halo, pending = self._state_rows(inputs)
+        own, halo, pending = self._state_rows(requests)
         units = own + halo + REQUEST_UNITS * pending
         units = units.astype(np.float64)
         for s in self._dead():
