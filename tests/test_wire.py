@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,7 +14,16 @@ from matcher.config import Policy
 from matcher.core.candidates import RequestBatch
 from matcher.core.driver_table import Pings
 from matcher.core.shard import Matches, TickInput, TickOutput
-from matcher.dist.wire import pack_inputs, pack_outputs, unpack_inputs, unpack_outputs
+from matcher.dist.wire import (
+    InputBatch,
+    OutputBatch,
+    from_bytes,
+    pack_inputs,
+    pack_outputs,
+    to_bytes,
+    unpack_inputs,
+    unpack_outputs,
+)
 
 
 def _arrays(draw, n: int, dtypes: dict[str, str]) -> dict[str, np.ndarray]:
@@ -85,7 +95,7 @@ def _same(a, b) -> None:
 
 @given(st.lists(tick_inputs(), min_size=1, max_size=6))
 def test_inputs_come_back_as_they_were_packed(inputs):
-    got = unpack_inputs(pack_inputs(inputs))
+    got = unpack_inputs(from_bytes(to_bytes(pack_inputs(inputs)), InputBatch))
     assert len(got) == len(inputs)
     for a, b in zip(inputs, got, strict=True):
         _same(a, b)
@@ -93,7 +103,7 @@ def test_inputs_come_back_as_they_were_packed(inputs):
 
 @given(st.lists(tick_outputs(), min_size=1, max_size=6))
 def test_outputs_come_back_as_they_were_packed(outs):
-    got = unpack_outputs(pack_outputs(3, outs))
+    got = unpack_outputs(from_bytes(to_bytes(pack_outputs(3, outs)), OutputBatch))
     assert len(got) == len(outs)
     for a, b in zip(outs, got, strict=True):
         _same(a, b)
@@ -109,3 +119,12 @@ def test_a_batch_is_a_few_arrays_whatever_its_length():
         return sum(isinstance(v, np.ndarray) for v in vals) + sum(len(v) for v in vals if isinstance(v, dict))
 
     assert n_arrays(pack_inputs([one] * 32)) == n_arrays(pack_inputs([one]))
+
+
+def test_bytes_hold_one_object_of_the_kind_asked_for():
+    batch = pack_outputs(0, [TickOutput(1, 0, Matches.empty(), Matches.empty(), np.empty(0, np.int64), 0)])
+    blob = to_bytes(batch)
+    assert isinstance(blob, bytes)
+    assert isinstance(from_bytes(blob, OutputBatch), OutputBatch)
+    with pytest.raises(TypeError, match="expected InputBatch, got OutputBatch"):
+        from_bytes(blob, InputBatch)

@@ -1,8 +1,8 @@
 """Every Ray call of the project lives here.
 
 Each shard is a named Ray actor wrapping a :class:`~matcher.core.shard.ShardState`.
-Inputs and outputs are dataclasses of numpy arrays (pickled out-of-band by Ray, no
-per-ping or per-request objects).
+A call's inputs and outputs are columnar batches of numpy arrays (no per-ping or
+per-request objects), each sent as one ``bytes`` object (:mod:`matcher.dist.wire`).
 
 The tick (protocol in :mod:`matcher.dist.backend`): a shard whose input needs no answer
 is not called at all; its inputs wait in a queue in this process and go out, several in
@@ -41,7 +41,16 @@ from matcher.config import MatchConfig, ShardConfig
 from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
 from matcher.dist.backend import ShardLostError
 from matcher.dist.runmode import RayTarget
-from matcher.dist.wire import InputBatch, OutputBatch, pack_inputs, pack_outputs, unpack_inputs, unpack_outputs
+from matcher.dist.wire import (
+    InputBatch,
+    OutputBatch,
+    from_bytes,
+    pack_inputs,
+    pack_outputs,
+    to_bytes,
+    unpack_inputs,
+    unpack_outputs,
+)
 from matcher.errors import MatcherError, first_line
 
 QUEUE_MAX = 32  # unanswered inputs held per shard before they are sent without waiting
@@ -59,19 +68,29 @@ class _Shard:
         """One input (the batch-free call, e.g. for the ingest benchmark)."""
         return self.state.tick(inp)
 
-    def run(self, batch: InputBatch) -> OutputBatch:
-        """Apply the inputs in order; one output per input (both columnar: :mod:`matcher.dist.wire`)."""
-        return pack_outputs(self.state.shard, [self.state.tick(inp) for inp in unpack_inputs(batch)])
+    def run(self, blob: bytes) -> bytes:
+        """Apply the inputs in order; one output per input (both columnar batches, as bytes:
+        :mod:`matcher.dist.wire`)."""
+        outs = [self.state.tick(inp) for inp in unpack_inputs(from_bytes(blob, InputBatch))]
+        return to_bytes(pack_outputs(self.state.shard, outs))
 
-    def solve_border(self, task: BorderTask) -> BorderResult:
-        """Round 2: border components of one tick (a pure function of the task)."""
-        return self.state.solve_border(task)
+    def solve_border(self, blob: bytes) -> bytes:
+        """Round 2: border components of one tick (a pure function of the task), as bytes."""
+        return to_bytes(self.state.solve_border(from_bytes(blob, BorderTask)))
 
     def pid(self) -> int:
         return os.getpid()
 
 
 ShardActor: Any = ray.remote(_Shard)  # an ActorClass: mypy cannot see ray.remote's result type
+
+
+def _send(inputs: Sequence[TickInput]) -> bytes:
+    return to_bytes(pack_inputs(inputs))
+
+
+def _received(blob: bytes) -> list[TickOutput]:
+    return unpack_outputs(from_bytes(blob, OutputBatch))
 
 
 def connect(target: RayTarget, quiet: bool = False) -> bool:
@@ -181,7 +200,7 @@ class RayBackend:
             q.append(inp)
             if answer[s]:
                 self._queue[s] = []
-                asked[s] = self.actors[s].run.remote(pack_inputs(q))
+                asked[s] = self.actors[s].run.remote(_send(q))
                 self.calls += 1
             elif len(q) >= QUEUE_MAX or sum(len(i.pings) for i in q) >= QUEUE_MAX_PINGS:
                 self._post(s)
@@ -203,20 +222,20 @@ class RayBackend:
         one whose restarts are used up raises `ShardLostError` (the coordinator moves its regions).
         """
         t0 = time.perf_counter()
-        refs = {s: self.actors[s].solve_border.remote(t) for s, t in tasks.items()}
+        refs = {s: self.actors[s].solve_border.remote(to_bytes(t)) for s, t in tasks.items()}
         self.calls += len(refs)
         out = {}
         deadline = time.monotonic() + self.cfg.tick_timeout_s
         for s, ref in refs.items():
             while True:
                 try:
-                    out[s] = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                    out[s] = from_bytes(ray.get(ref, timeout=max(0.1, deadline - time.monotonic())), BorderResult)
                     break
                 except RayActorError:
                     if not self._alive(s, deadline):
                         self._lose(s)
                         raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
-                    ref = self.actors[s].solve_border.remote(tasks[s])
+                    ref = self.actors[s].solve_border.remote(to_bytes(tasks[s]))
                     self.calls += 1
                 except GetTimeoutError:
                     raise MatcherError(
@@ -229,14 +248,14 @@ class RayBackend:
     def _post(self, s: int) -> None:
         batch, self._queue[s] = self._queue[s], []
         if batch:
-            self._inflight[s].append(self.actors[s].run.remote(pack_inputs(batch)))
+            self._inflight[s].append(self.actors[s].run.remote(_send(batch)))
             self.calls += 1
             self.posts += 1
 
     def _answer(self, s: int, ref: Any, last: TickInput, deadline: float) -> TickOutput:
         while True:
             try:
-                got = unpack_outputs(ray.get(ref, timeout=max(0.1, deadline - time.monotonic())))
+                got = _received(ray.get(ref, timeout=max(0.1, deadline - time.monotonic())))
                 break
             except RayActorError:
                 # the shard process died: Ray restarts it (then it answers `restarted`), unless
@@ -244,7 +263,7 @@ class RayBackend:
                 if not self._alive(s, deadline):
                     self._lose(s)
                     raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
-                ref = self.actors[s].run.remote(pack_inputs([last]))
+                ref = self.actors[s].run.remote(_send([last]))
                 self.calls += 1
             except GetTimeoutError:
                 raise MatcherError(
@@ -259,7 +278,7 @@ class RayBackend:
     def _collect(self, s: int, refs: list[Any]) -> None:
         for ref in refs:
             try:
-                self._late.extend(unpack_outputs(ray.get(ref, timeout=self.cfg.tick_timeout_s)))
+                self._late.extend(_received(ray.get(ref, timeout=self.cfg.tick_timeout_s)))
             except RayActorError:
                 pass  # that process died; the shard says `restarted` on its next answered tick
 
