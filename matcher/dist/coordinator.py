@@ -309,15 +309,23 @@ class Coordinator:
         )
         return merged.matches, merged.shard_of, stats
 
-    def _flush(self, tick: int, now: float) -> None:
-        """Send every shard what it was not sent, without waiting (before the switch to ``per_tick``).
+    def sync(self, tick: int, now: float) -> None:
+        """Send every shard what it was not sent and wait for all of them: the shards then hold
+        the coordinator's view of every driver (after tick ``tick``, at time ``now``). Nothing is
+        solved. The ingest benchmark calls it after every tick, so that every report reaches a shard."""
+        outs = [o for o in self._flush(tick, now, wait=True) if o is not None]
+        self._count(outs)
+        self.answered += len(outs)
+
+    def _flush(self, tick: int, now: float, wait: bool = False) -> list[TickOutput | None]:
+        """Send every shard what it was not sent (before the switch to ``per_tick``: without waiting).
 
         The flush has a tick id of its own, ``-1 - tick`` (never a tick's), so that the tick's
         own input after it is not taken for a retry of it (ticks are idempotent by id)."""
         flush = [self._input(s, -1 - tick, now, RequestBatch.empty(), Policy.BATCH, None) for s in range(self.k)]
         for inp in flush:
             inp.solve = False
-        self.backend.tick(flush, [False] * self.k)
+        return self.backend.tick(flush, [wait] * self.k)
 
     def _input(
         self,
