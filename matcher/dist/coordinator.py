@@ -170,8 +170,9 @@ class Coordinator:
             inp.tick, inp.now, p, np.empty(0, np.int64), inp.requests, inp.policy, inp.budget_ms, reset=True
         )
 
-    def _remember(self, p: Pings) -> None:
-        self.doubtful[p.key[doubtful_reports(p, self.latest.ts)]] = True
+    def _remember(self, p: Pings, odd: npt.NDArray[np.bool_]) -> None:
+        """The latest report of every driver; ``odd``: the reports a shard may refuse (``doubtful_reports``)."""
+        self.doubtful[p.key[odd]] = True
         for f in fields(Pings):
             getattr(self.latest, f.name)[p.key] = getattr(p, f.name)
         self.known[p.key] = True
@@ -223,12 +224,13 @@ class Coordinator:
         self, tick: int, now: float, pings: Pings, reqs: RequestBatch, policy: Policy
     ) -> tuple[Matches, I32Array, TickStats]:
         """One tick on all shards. Returns (matches, the shard that made each, stats)."""
-        if not self.per_tick and (self.doubtful.any() or doubtful_reports(pings, self.latest.ts).any()):
+        odd = doubtful_reports(pings, self.latest.ts)
+        if not self.per_tick and (self.doubtful.any() or odd.any()):
             # a shard may refuse a report from now on: send it each one as it came, once every
             # shard has what it was not sent (before these reports replace the latest ones)
             self._flush(tick, now)
             self.per_tick = True
-        self._remember(pings)
+        self._remember(pings, odd)
         self.router.observe(reqs.lat, reqs.lng, self._online_positions)
         pings, force = self._to_send(pings)
         keys = pings.key

@@ -19,9 +19,11 @@ driver point d with ``haversine_m(q, d) <= radius_m``, the shard owning q has
 its bit in ``memberships(d)[1]`` (also with ``tight=True``). The mask is
 conservative: a bit means "may be within reach", never "is".
 
-Masks are computed once per halo cell and cached (`invalidate` drops the cache
-when ownership changes), so a batch of pings costs one encode and one sorted
-lookup per driver.
+Masks are computed once per halo cell and cached, so a batch of pings costs one
+encode and one sorted lookup per driver. When ownership changes, `refresh`
+computes the cached cells again in one call (`invalidate` drops them): a
+rebalance of a small city every minute would otherwise make the next ticks
+compute their cells again a few at a time, each call paying the fixed cost.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = ["Halo"]
 
 _U64 = np.uint64
 _HALO_CACHE_MAX = 1 << 21
+_HALO_REFRESH_MAX = 1 << 16  # cached cells computed again at once on an ownership change; more are dropped
 _BLOCK_CHUNK = 1 << 20  # halo block cells expanded at once (memory bound near the poles)
 
 U64Array = npt.NDArray[np.uint64]
@@ -93,6 +96,16 @@ class Halo:
             "lng0": np.empty(0),
             "dl": np.empty(0),
         }
+
+    def refresh(self) -> None:
+        """Ownership changed: the cached cells' halos, computed again (the same answers as
+        computing them on demand: `_compute` is a function of the cell and the ownership);
+        a cache of more than ``_HALO_REFRESH_MAX`` cells is dropped instead."""
+        cells = self._hc["cell"]
+        if 0 < cells.size <= _HALO_REFRESH_MAX:
+            self._hc = self._compute(cells)
+        else:
+            self.invalidate()
 
     def cached_cells(self) -> int:
         return int(self._hc["cell"].size)

@@ -88,7 +88,7 @@ class LoadRouter:
 
     def _sync(self) -> None:
         if self._halo_version != self.regions.version:
-            self.halo.invalidate()
+            self.halo.refresh()
             self._halo_version = self.regions.version
 
     def _cell_masks(self, cells: U64Array) -> U64Array:
