@@ -162,13 +162,17 @@ class Coordinator:
 
     def _rebuild_input(self, s: int, inp: TickInput) -> TickInput:
         bit = np.uint64(1) << np.uint64(s)
-        sel = np.flatnonzero(self.known & ((self.member & bit) != 0))
-        p = self.latest.take(sel)
-        p.owned = self.owner[sel] == s
-        p.shared = popcount64(self.member[sel]) > 1
+        p = self._latest_for(s, np.flatnonzero(self.known & ((self.member & bit) != 0)))
         return TickInput(
             inp.tick, inp.now, p, np.empty(0, np.int64), inp.requests, inp.policy, inp.budget_ms, reset=True
         )
+
+    def _latest_for(self, s: int, keys: I64Array) -> Pings:
+        """The latest reports of drivers ``keys`` as shard s receives them (its owned and shared flags now)."""
+        p = self.latest.take(keys)
+        p.owned = self.owner[keys] == s
+        p.shared = popcount64(self.member[keys]) > 1
+        return p
 
     def _remember(self, p: Pings, odd: npt.NDArray[np.bool_]) -> None:
         """The latest report of every driver; ``odd``: the reports a shard may refuse (``doubtful_reports``)."""
@@ -358,10 +362,7 @@ class Coordinator:
             behind[pings.key] = False
         held = np.flatnonzero(behind)
         if held.size or not parts:
-            q = self.latest.take(held)
-            q.owned = self.owner[held] == s
-            q.shared = popcount64(self.member[held]) > 1
-            parts.append(q)
+            parts.append(self._latest_for(s, held))
         gone = np.empty(0, np.int64) if reset else np.flatnonzero((self.sent & bit) & ~(self.member & bit))
         self.sent = (self.sent & ~bit) | (self.member & bit)
         self.unsent &= ~bit

@@ -9,9 +9,9 @@ need not answer no input at all (it holds what that shard was not sent, see
 :mod:`matcher.dist.coordinator`), except in a run where a shard may refuse a report. There,
 a shard whose input needs no answer is not called at all; its inputs wait in a queue in
 this process and go out, several in one call, either with its next answered input or, once
-``QUEUE_MAX`` of them (or ``QUEUE_MAX_PINGS`` pings) are held, in a call nobody waits for. Ray runs one caller's
-calls to one actor in order, so an answered call always finds every earlier input of its
-shard applied. Only the answered calls are gathered; so on a tick where requests sit on
+``QUEUE_MAX`` of them (or ``QUEUE_MAX_PINGS`` pings) are held, in a call nobody waits for.
+Ray runs one caller's calls to one actor in order, so an answered call always finds every
+earlier input of its shard applied. Only the answered calls are gathered; so on a tick where requests sit on
 one shard of four, one actor call is made and waited for, not four.
 
 Every wait is bounded and ends in one line (:class:`~matcher.errors.MatcherError`):
