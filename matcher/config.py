@@ -95,6 +95,7 @@ class ShardConfig:
     tick_timeout_s: float = 30.0
     placement_timeout_s: float = 60.0  # shards that fit the cluster but stay pending fail after this
     wait_for_nodes_s: float = 0.0  # > 0: an autoscaling cluster; no fit check, wait this long for nodes
+    direct_calls: bool = True  # tick calls over a socket to each shard actor (dist/channel.py); False: Ray calls
     region_precision: int = 4  # regions are geohash prefixes of this length ...
     halo_precision: int = 5  # ... halo cells of this one (must be >= radius in both directions)
     vnodes: int = 160  # virtual nodes per shard on the consistent-hash ring

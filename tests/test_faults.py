@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -165,6 +166,62 @@ def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tm
     assert meta["shard_restarts"] >= 1
     assert meta["shard_restarts"] == len(killed)
     _assert_same_run(out, ray_baseline)
+
+
+@pytest.mark.ray
+def test_a_broken_channel_to_a_living_shard_rebuilds_it_to_the_same_run(
+    ray_session, small_trace, ray_baseline, tmp_path
+):
+    """The direct channel to a shard breaks (its stream reset) while the shard process lives:
+    inputs sent on it may be lost, so the shard starts empty on the new stream, answers
+    `restarted` and is rebuilt from the latest reports. Same process, same event log."""
+    calls = {"n": 0}
+    seen: dict[str, object] = {}
+
+    def breaking(shard, match, run_name):
+        b = make_backend(shard, match, run_name)
+        orig_tick = b.tick
+        seen["open"] = [c.chan is not None for c in b._calls]  # every shard has its channel
+
+        def tick(inputs, answer):
+            calls["n"] += 1
+            if calls["n"] == 150:
+                seen["pid"] = b.pids()[1]
+                b._calls[1].chan._sock.shutdown(socket.SHUT_RDWR)  # the stream is reset under the backend
+            outs = orig_tick(inputs, answer)
+            if calls["n"] == 150:
+                seen["pid after"] = b.pids()[1]
+                seen["reopened"] = b._calls[1].chan is not None and not b._calls[1].chan.closed
+            return outs
+
+        b.tick = tick
+        return b
+
+    out = tmp_path / "run"
+    run_replay(_cfg(small_trace, out, "ray"), backend_factory=breaking)
+    assert seen["open"] == [True, True]
+    assert seen["pid after"] == seen["pid"]  # the process lived through it
+    assert seen["reopened"]  # on a new channel
+    assert _run_json(out)["shard_restarts"] >= 1  # it was rebuilt (counted as a restart)
+    _assert_same_run(out, ray_baseline)
+
+
+@pytest.mark.ray
+def test_ray_calls_instead_of_the_direct_channel_give_the_same_run(ray_session, small_trace, ray_baseline, tmp_path):
+    """``direct_calls=False``: every shard call goes through Ray (what a cluster that blocks the
+    channel's ports gets); the run is the same, event for event."""
+    cfg = _cfg(small_trace, tmp_path / "run", "ray")
+    cfg = dataclasses.replace(cfg, shard=dataclasses.replace(cfg.shard, direct_calls=False))
+    seen = {}
+
+    def watching(shard, match, run_name):
+        b = make_backend(shard, match, run_name)
+        seen["chans"] = [c.chan for c in b._calls]
+        return b
+
+    run_replay(cfg, backend_factory=watching)
+    assert seen["chans"] == [None, None]
+    _assert_same_run(tmp_path / "run", ray_baseline)
 
 
 # --------------------------------------------------------------------------- the same faults, in-process

@@ -32,16 +32,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from matcher.config import MatchConfig, ShardConfig
 from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
 from matcher.dist.backend import ShardLostError
+from matcher.dist.channel import Channel, ChannelClosed, ChannelError, ChannelServer, ChannelTimeout
 from matcher.dist.runmode import RayTarget
 from matcher.dist.wire import (
     InputBatch,
@@ -58,27 +61,63 @@ from matcher.errors import MatcherError, first_line
 QUEUE_MAX = 32  # unanswered inputs held per shard before they are sent without waiting
 QUEUE_MAX_PINGS = 200_000  # ... or once they hold this many pings
 HARVEST_AT = 8  # unanswered calls in flight before late() looks for finished ones
+RUN, BORDER = 1, 2  # request kinds on a shard's direct channel
 
 
 class _Shard:
-    """One shard in an actor (``ShardActor``)."""
+    """One shard in an actor (``ShardActor``).
+
+    Its tick and round-2 calls come over its direct channel (:mod:`matcher.dist.channel`,
+    opened by :meth:`channel`) or as Ray calls (``run``, ``solve_border``); a lock keeps the
+    two from ever touching the shard at once."""
 
     def __init__(self, shard: int, cfg: MatchConfig):
         self.state = ShardState(shard, cfg)
-
-    def tick(self, inp: TickInput) -> TickOutput:
-        """One input (the batch-free call, e.g. for the ingest benchmark)."""
-        return self.state.tick(inp)
+        self._cfg = cfg
+        self._lock = threading.Lock()
+        self._server: ChannelServer | None = None
+        self._streams = 0
 
     def run(self, blob: bytes) -> bytes:
         """Apply the inputs in order; one output per input (both columnar batches, as bytes:
         :mod:`matcher.dist.wire`)."""
+        with self._lock:
+            return self._run(blob)
+
+    def _run(self, blob: bytes) -> bytes:
         outs = [self.state.tick(inp) for inp in unpack_inputs(from_bytes(blob, InputBatch))]
         return to_bytes(pack_outputs(self.state.shard, outs))
 
     def solve_border(self, blob: bytes) -> bytes:
         """Round 2: border components of one tick (a pure function of the task), as bytes."""
+        with self._lock:
+            return self._border(blob)
+
+    def _border(self, blob: bytes) -> bytes:
         return to_bytes(self.state.solve_border(from_bytes(blob, BorderTask)))
+
+    def channel(self) -> tuple[str, int, bytes]:
+        """(host, port, token) of this shard's direct channel, opened on first use on the
+        address Ray knows this node by (so the coordinator reaches it wherever it reaches Ray)."""
+        if self._server is None:
+            self._server = ChannelServer(
+                self._handle,
+                ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]  # untyped in ray
+                self._lock,
+                on_stream=self._new_stream,
+            )
+        host, port = self._server.address
+        return host, port, self._server.token
+
+    def _new_stream(self) -> None:
+        # a second stream: the coordinator lost the first, maybe with inputs sent on it, so
+        # this shard starts empty and answers `restarted` (the coordinator then rebuilds it)
+        self._streams += 1
+        if self._streams > 1:
+            self.state = ShardState(self.state.shard, self._cfg)
+
+    def _handle(self, kind: int, blob: bytes) -> bytes:
+        return self._run(blob) if kind == RUN else self._border(blob)
 
     def pid(self) -> int:
         return os.getpid()
@@ -135,6 +174,67 @@ def check_fit(shards: int, num_cpus: float, nodes: list[dict[str, Any]], target:
     )
 
 
+class _Died(Exception):
+    """The shard's process died (or its channel broke) before it answered."""
+
+
+class _Late(Exception):
+    """No answer before the deadline."""
+
+
+class _ShardCalls:
+    """How the backend calls one shard actor: over the shard's direct channel
+    (:mod:`matcher.dist.channel`) when it has one, else as Ray actor calls. Either way one
+    caller's calls run in order on the shard. A call's handle is a Ray ObjectRef or a
+    (channel, request number) pair; :meth:`get` turns both kinds of failure into
+    ``_Died`` or ``_Late``."""
+
+    def __init__(self, actor: Any, direct: bool, timeout: float) -> None:
+        self.actor, self.direct, self.timeout = actor, direct, timeout
+        self.chan: Channel | None = None
+
+    def open(self) -> str | None:
+        """(Re)open the channel to the actor's current process; None, or why not (its calls
+        then go through Ray)."""
+        if self.chan is not None:
+            self.chan.close()
+        self.chan = None
+        if not self.direct:
+            return None
+        try:
+            host, port, token = ray.get(self.actor.channel.remote(), timeout=self.timeout)
+            self.chan = Channel(host, port, token, timeout=min(self.timeout, 5.0))
+        except (ChannelError, RayError) as e:
+            return first_line(e)
+        return None
+
+    def submit(self, kind: int, blob: bytes) -> Any:
+        if self.chan is not None:
+            return (self.chan, self.chan.send(kind, blob))
+        return (self.actor.run if kind == RUN else self.actor.solve_border).remote(blob)
+
+    def get(self, handle: Any, timeout: float) -> bytes:
+        try:
+            if isinstance(handle, tuple):
+                chan, seq = handle
+                return chan.recv(seq, timeout)  # type: ignore[no-any-return]  # bytes
+            return ray.get(handle, timeout=timeout)  # type: ignore[no-any-return]  # bytes from run / solve_border
+        except (RayActorError, ChannelClosed):
+            raise _Died from None
+        except (GetTimeoutError, ChannelTimeout):
+            raise _Late from None
+
+    def finished(self, handles: list[Any]) -> list[bool]:
+        """Which calls have finished (``get`` will not wait for them)."""
+        refs = [h for h in handles if not isinstance(h, tuple)]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
+        return [h[0].done(h[1]) if isinstance(h, tuple) else h in ready for h in handles]
+
+    def close(self) -> None:
+        if self.chan is not None:
+            self.chan.close()
+
+
 class RayBackend:
     def __init__(self, shard: ShardConfig, match: MatchConfig, run_name: str, target: RayTarget, quiet: bool = False):
         self.cfg = shard
@@ -143,6 +243,8 @@ class RayBackend:
         self._started = connect(target, quiet=quiet)
         self.names = [f"{run_name}-shard-{s}" for s in range(shard.shards)]
         self.actors: list[Any] = []
+        self._calls: list[_ShardCalls] = []
+        self.quiet = quiet
         try:
             self._place(match)
         except BaseException:
@@ -175,6 +277,15 @@ class RayBackend:
                 f"the {shard.shards} shard actors ({shard.num_cpus:g} CPU each) were not placed within {wait:.0f} s "
                 f"on the {self.target.describe()}: {free:g} of {total:g} CPU free (other work holds the rest)"
             ) from None
+        self._calls = [_ShardCalls(a, shard.direct_calls, shard.tick_timeout_s) for a in self.actors]
+        for s in range(self.n_shards):
+            self._open(s)
+
+    def _open(self, s: int) -> None:
+        """Open shard s's direct channel (again, after a restart); if it cannot be, say so once."""
+        why = self._calls[s].open()
+        if why is not None and not self.quiet:
+            print(f"matcher: shard {s}: no direct channel ({why}); its calls go through Ray", file=sys.stderr)
 
     def pids(self) -> list[int]:
         """The shard processes' ids (waits, bounded, for a restarting actor to come back)."""
@@ -202,7 +313,7 @@ class RayBackend:
             q.append(inp)
             if answer[s]:
                 self._queue[s] = []
-                asked[s] = self.actors[s].run.remote(_send(q))
+                asked[s] = self._calls[s].submit(RUN, _send(q))
                 self.calls += 1
             elif len(q) >= QUEUE_MAX or sum(len(i.pings) for i in q) >= QUEUE_MAX_PINGS:
                 self._post(s)
@@ -224,22 +335,20 @@ class RayBackend:
         one whose restarts are used up raises `ShardLostError` (the coordinator moves its regions).
         """
         t0 = time.perf_counter()
-        refs = {s: self.actors[s].solve_border.remote(to_bytes(t)) for s, t in tasks.items()}
+        refs = {s: self._calls[s].submit(BORDER, to_bytes(t)) for s, t in tasks.items()}
         self.calls += len(refs)
         out = {}
         deadline = time.monotonic() + self.cfg.tick_timeout_s
         for s, ref in refs.items():
             while True:
                 try:
-                    out[s] = from_bytes(ray.get(ref, timeout=max(0.1, deadline - time.monotonic())), BorderResult)
+                    out[s] = from_bytes(self._calls[s].get(ref, max(0.1, deadline - time.monotonic())), BorderResult)
                     break
-                except RayActorError:
-                    if not self._alive(s, deadline):
-                        self._lose(s)
-                        raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
-                    ref = self.actors[s].solve_border.remote(to_bytes(tasks[s]))
+                except _Died:
+                    self._back(s, deadline)
+                    ref = self._calls[s].submit(BORDER, to_bytes(tasks[s]))
                     self.calls += 1
-                except GetTimeoutError:
+                except _Late:
                     raise MatcherError(
                         f"shard {s} did not solve its border work within {self.cfg.tick_timeout_s:.0f} s"
                     ) from None
@@ -250,24 +359,22 @@ class RayBackend:
     def _post(self, s: int) -> None:
         batch, self._queue[s] = self._queue[s], []
         if batch:
-            self._inflight[s].append(self.actors[s].run.remote(_send(batch)))
+            self._inflight[s].append(self._calls[s].submit(RUN, _send(batch)))
             self.calls += 1
             self.posts += 1
 
     def _answer(self, s: int, ref: Any, last: TickInput, deadline: float) -> TickOutput:
         while True:
             try:
-                got = _received(ray.get(ref, timeout=max(0.1, deadline - time.monotonic())))
+                got = _received(self._calls[s].get(ref, max(0.1, deadline - time.monotonic())))
                 break
-            except RayActorError:
+            except _Died:
                 # the shard process died: Ray restarts it (then it answers `restarted`), unless
                 # its restarts are used up
-                if not self._alive(s, deadline):
-                    self._lose(s)
-                    raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
-                ref = self.actors[s].run.remote(_send([last]))
+                self._back(s, deadline)
+                ref = self._calls[s].submit(RUN, _send([last]))
                 self.calls += 1
-            except GetTimeoutError:
+            except _Late:
                 raise MatcherError(
                     f"shard {s} did not answer tick {last.tick} within {self.cfg.tick_timeout_s:.0f} s"
                 ) from None
@@ -280,9 +387,20 @@ class RayBackend:
     def _collect(self, s: int, refs: list[Any]) -> None:
         for ref in refs:
             try:
-                self._late.extend(_received(ray.get(ref, timeout=self.cfg.tick_timeout_s)))
-            except RayActorError:
+                self._late.extend(_received(self._calls[s].get(ref, self.cfg.tick_timeout_s)))
+            except _Died:
                 pass  # that process died; the shard says `restarted` on its next answered tick
+            except _Late:
+                raise MatcherError(
+                    f"shard {s} did not apply its inputs within {self.cfg.tick_timeout_s:.0f} s"
+                ) from None
+
+    def _back(self, s: int, deadline: float) -> None:
+        """After shard s's process died: wait for Ray's restart and reopen its channel, or lose it."""
+        if not self._alive(s, deadline):
+            self._lose(s)
+            raise ShardLostError(s, f"its actor died more than {self.cfg.max_restarts} times") from None
+        self._open(s)
 
     def _alive(self, s: int, deadline: float) -> bool:
         """After a death: True once the restarted actor answers, False if it is dead for good."""
@@ -313,13 +431,11 @@ class RayBackend:
 
     # ---------------------------------------------------------------- late outputs
     def late(self) -> list[TickOutput]:
-        flying = [r for refs in self._inflight for r in refs]
-        if len(flying) >= HARVEST_AT:
-            ready, _ = ray.wait(flying, num_returns=len(flying), timeout=0)
-            done = set(ready)
+        if sum(len(refs) for refs in self._inflight) >= HARVEST_AT:
             for s in range(self.n_shards):
-                first = [r for r in self._inflight[s] if r in done]
-                self._inflight[s] = [r for r in self._inflight[s] if r not in done]
+                done = self._calls[s].finished(self._inflight[s]) if self._inflight[s] else []
+                first = [r for r, d in zip(self._inflight[s], done, strict=True) if d]
+                self._inflight[s] = [r for r, d in zip(self._inflight[s], done, strict=True) if not d]
                 self._collect(s, first)
         got, self._late = self._late, []
         return got
@@ -335,6 +451,8 @@ class RayBackend:
         return got
 
     def close(self) -> None:
+        for c in self._calls:
+            c.close()
         for a in self.actors:
             try:
                 ray.kill(a, no_restart=True)

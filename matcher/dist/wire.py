@@ -53,13 +53,19 @@ T = TypeVar("T")
 
 
 def _concat(cls: type[T], parts: Sequence[Any], names: Sequence[str]) -> tuple[dict[str, Any], I64Array]:
-    """Columns ``names`` of ``parts`` concatenated, and each part's end offset."""
+    """Columns ``names`` of ``parts`` concatenated, and each part's end offset (one part: its
+    own columns, not copied; most calls carry one input)."""
+    if len(parts) == 1:
+        cols = {n: np.asarray(getattr(parts[0], n)) for n in names}
+        return cols, np.array([len(cols[names[0]])], np.int64)
     cols = {n: np.concatenate([getattr(p, n) for p in parts]) for n in names}
     ends: I64Array = np.cumsum([len(getattr(p, names[0])) for p in parts], dtype=np.int64)
     return cols, ends
 
 
 def _split(cols: dict[str, Any], ends: I64Array) -> list[dict[str, Any]]:
+    if len(ends) == 1:
+        return [cols]
     starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
     return [{n: c[a:b] for n, c in cols.items()} for a, b in zip(starts, ends, strict=True)]
 
