@@ -148,6 +148,14 @@ def _run_options(p: argparse.ArgumentParser, resumable: bool = False) -> None:
         f"(default 0: shards that do not fit the cluster fail at once; {_range('wait_for_nodes')})",
     )
     num("--num-cpus", "num_cpus", ShardConfig.num_cpus, "CPUs per shard actor")
+    p.add_argument(
+        "--shard-calls",
+        choices=("direct", "ray"),
+        default="direct" if ShardConfig.direct_calls else "ray",
+        help="how the coordinator calls the shard actors: direct = over a TCP channel to each actor, opened "
+        "through Ray (a shard that cannot be reached that way falls back to Ray calls); ray = as Ray actor "
+        "calls (default %(default)s)",
+    )
     num("--seed", "seed", 0, "random seed")
     p.add_argument(
         "--quiet",
@@ -211,6 +219,8 @@ def config_from_args(a: argparse.Namespace, policy: Policy | None = None, window
     cfg = scenario.resolve(given, config=a.config, world=a.world, trace=a.trace, out=a.out)
     if getattr(a, "wait_for_nodes", None) is not None:
         cfg = replace(cfg, shard=replace(cfg.shard, wait_for_nodes_s=a.wait_for_nodes))
+    if getattr(a, "shard_calls", None) is not None:
+        cfg = replace(cfg, shard=replace(cfg.shard, direct_calls=a.shard_calls == "direct"))
     cfg = replace(cfg, areas=replace(AreaConfig(), mode=a.areas, num_cpus=a.area_cpus))
     return replace(cfg, quiet=a.quiet)
 
@@ -246,6 +256,7 @@ def _run_value(cfg: RunConfig, dest: str):
         return sc["eta-speed"] if sc["eta-speed"] == sc["drive-speed"] else (sc["eta-speed"], sc["drive-speed"])
     return {
         "wait_for_nodes": cfg.shard.wait_for_nodes_s,
+        "shard_calls": "direct" if cfg.shard.direct_calls else "ray",
         "areas": cfg.areas.mode,
         "area_cpus": cfg.areas.num_cpus,
     }[dest]

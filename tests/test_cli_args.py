@@ -113,6 +113,7 @@ def test_range_ends_are_accepted(name):
         (["import", "tlc-yellow", "f.csv", "--out", "x.parquet", "--day", "yesterday"], "--day"),
         (["replay", "T", "--out", "O", "--drivers", "99999999999999999999"], "--drivers"),
         (["replay", "T", "--out", "O", "--drivers", "0"], "--drivers"),
+        (["replay", "T", "--out", "O", "--shard-calls", "grpc"], "--shard-calls"),
     ],
 )
 def test_bad_policies_days_and_counts_exit_2(tmp_path, argv, fragment):
@@ -315,3 +316,13 @@ def test_serve_to_a_cluster_that_is_not_there_fails_in_one_line(tmp_path, addres
     assert done.returncode == 1, done.stderr
     assert one_line(done.stderr).startswith(f"matcher: {why}"), done.stderr
     assert done.seconds < 30
+
+
+@pytest.mark.parametrize(
+    "flag, direct", [([], True), (["--shard-calls", "direct"], True), (["--shard-calls", "ray"], False)]
+)
+def test_shard_calls_sets_how_the_shards_are_called(flag, direct):
+    from matcher.cli import config_from_args
+
+    a = build_parser().parse_args(["replay", "T.parquet", "--out", "O", *flag])
+    assert config_from_args(a).shard.direct_calls is direct
