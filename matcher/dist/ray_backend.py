@@ -3,6 +3,10 @@
 Each shard is a named Ray actor wrapping a :class:`~matcher.core.shard.ShardState`.
 A call's inputs and outputs are columnar batches of numpy arrays (no per-ping or
 per-request objects), each sent as one ``bytes`` object (:mod:`matcher.dist.wire`).
+Ray places, restarts and kills the actors; their tick and round-2 calls travel over a
+direct channel to each (:mod:`matcher.dist.channel`: one TCP stream, opened with a token
+the actor gives through Ray), because Ray's own path costs more than most ticks' work.
+A shard the coordinator cannot reach that way (or ``direct_calls=False``) gets Ray calls.
 
 The tick (protocol in :mod:`matcher.dist.backend`): the coordinator gives a shard that
 need not answer no input at all (it holds what that shard was not sent, see
@@ -10,8 +14,8 @@ need not answer no input at all (it holds what that shard was not sent, see
 a shard whose input needs no answer is not called at all; its inputs wait in a queue in
 this process and go out, several in one call, either with its next answered input or, once
 ``QUEUE_MAX`` of them (or ``QUEUE_MAX_PINGS`` pings) are held, in a call nobody waits for.
-Ray runs one caller's calls to one actor in order, so an answered call always finds every
-earlier input of its shard applied. Only the answered calls are gathered; so on a tick where requests sit on
+One stream (like Ray, for one caller and one actor) runs its calls in order, so an answered
+call always finds every earlier input of its shard applied. Only the answered calls are gathered; so on a tick where requests sit on
 one shard of four, one actor call is made and waited for, not four.
 
 Every wait is bounded and ends in one line (:class:`~matcher.errors.MatcherError`):
