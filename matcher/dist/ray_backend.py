@@ -77,7 +77,6 @@ class _Shard:
 
     def __init__(self, shard: int, cfg: MatchConfig):
         self.state = ShardState(shard, cfg)
-        self._cfg = cfg
         self._lock = threading.Lock()
         self._server: ChannelServer | None = None
         self._streams = 0
@@ -118,7 +117,7 @@ class _Shard:
         # this shard starts empty and answers `restarted` (the coordinator then rebuilds it)
         self._streams += 1
         if self._streams > 1:
-            self.state = ShardState(self.state.shard, self._cfg)
+            self.state = ShardState(self.state.shard, self.state.cfg)
 
     def _handle(self, kind: int, blob: bytes) -> bytes:
         return self._run(blob) if kind == RUN else self._border(blob)
