@@ -183,3 +183,15 @@ def test_nothing_listening_fails_at_connect():
     s.close()
     with pytest.raises(ChannelClosed, match="cannot connect"):
         Channel("127.0.0.1", port, b"t" * 16, timeout=2.0)
+
+
+def test_close_ends_the_accept_thread_and_refuses_new_streams():
+    before = {t.ident for t in threading.enumerate() if t.name == "matcher-channel-accept"}
+    srv = ChannelServer(_echo, "127.0.0.1")
+    mine = [t for t in threading.enumerate() if t.name == "matcher-channel-accept" and t.ident not in before]
+    assert len(mine) == 1
+    srv.close()
+    mine[0].join(timeout=5.0)
+    assert not mine[0].is_alive()
+    with pytest.raises(ChannelClosed):
+        _client(srv)

@@ -55,10 +55,13 @@ def test_pings_beyond_the_in_flight_limit_are_dropped_and_counted(tmp_path):
         g.start = 0.0
         async with httpx.AsyncClient(base_url="http://svc", transport=httpx.MockTransport(stuck.handler)) as c:
             task = asyncio.create_task(g.pinger(c))
-            await asyncio.sleep(1.0)
+            # stop and cancel half-way through a slot, as the pinger waits for the next one:
+            # a pinger that swallowed this cancel (Python 3.11's wait_for does, when its inner
+            # wait ends at the same step) went on to wait for its stuck calls for ever
+            await asyncio.sleep(1.1)
             g.stop.set()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5.0)
 
     asyncio.run(run())
     assert stuck.most == lg.MAX_PING_CALLS  # the limit is reached and never passed

@@ -140,6 +140,11 @@ class ChannelServer:
                 return  # the client went away (or sent no token): this stream is done
 
     def close(self) -> None:
+        """Stop accepting streams (the accept thread ends); streams already open go on."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass  # not connected: some kernels refuse shutdown of a listening socket
         self._sock.close()
 
 
