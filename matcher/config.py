@@ -108,6 +108,7 @@ class ShardConfig:
     request_weight: float = 40.0  # load of one pending request, in drivers (about k_search)
     rebalance_ticks: int = 30  # ticks between rebalance checks ...
     rebalance_tolerance: float = 1.1  # ... which move load (at most 1/shards of it) past this max/mean
+    rebalance_min_excess: float = 250.0  # ... and past this max - mean, in drivers (see loadmap)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from matcher.core import geo
 from matcher.dist.balance import CurveRegions
-from matcher.dist.curve import NO_KEY, cell_ranges, hilbert_index, point_keys
+from matcher.dist.curve import KEY_PRECISION, NO_KEY, cell_ranges, hilbert_index, keys_of_cells, point_keys
 from matcher.dist.loadmap import LoadRouter
 
 # ------------------------------------------------------------------ the curve
@@ -65,6 +65,32 @@ def test_point_keys_fall_in_their_cells_ranges():
     assert (bad == NO_KEY).all()
 
 
+@st.composite
+def _points(draw):
+    """Points anywhere, on cell edges of the key grid, at the poles and the antimeridian, and invalid."""
+    edge = st.builds(
+        lambda k, d: k * 180.0 / 2**20 - 90.0 + d, st.integers(0, 2**20), st.sampled_from([0.0, -1e-12, 1e-12])
+    )
+    lat = st.one_of(st.floats(-90, 90), edge, st.sampled_from([90.0, -90.0, np.nan, np.inf, 91.0]))
+    lng = st.one_of(st.floats(-180, 180), st.sampled_from([180.0, -180.0, 0.0, np.nan, -181.0]))
+    n = draw(st.integers(0, 40))
+    return np.array(draw(st.lists(lat, min_size=n, max_size=n))), np.array(draw(st.lists(lng, min_size=n, max_size=n)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_points())
+def test_point_keys_are_the_keys_of_the_points_geohash_cells(pts):
+    """The direct path (cell indices straight into the curve) against the definition: the
+    geohash integer at KEY_PRECISION, its bits read back out into the grid (`keys_of_cells`)."""
+    lat, lng = pts
+    keys, cells = point_keys(lat, lng)
+    ok = geo.valid_coords(lat, lng)
+    want = np.full(lat.shape, geo.NO_CELL, np.uint64)
+    want[ok] = geo.encode_int(lat[ok], lng[ok], KEY_PRECISION)
+    assert cells.tolist() == want.tolist()
+    assert keys.tolist() == keys_of_cells(want).tolist()
+
+
 # ------------------------------------------------------------------ weighted runs
 
 
@@ -115,6 +141,30 @@ def test_placement_balances_a_skewed_load_and_rebalance_converges():
     moves = [r.rebalance(keys2, w2, 1 / 8) for _ in range(12)]
     assert max(moves) <= 1 / 8 + 1e-3
     assert first > 2 and r.imbalance(keys2, w2) < 1.05
+
+
+def test_a_rebalance_needs_both_the_ratio_and_the_excess():
+    """rebalance_min_excess: a small city whose shards differ by a few drivers keeps its cuts;
+    the same ratio on ten times the load moves them."""
+    rng = np.random.default_rng(3)
+
+    def drift(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lat, lng = 40.75 + rng.normal(0, 0.05, n), -73.97 + rng.normal(0, 0.06, n)
+        # then a fifth of them drive to one corner: the ratio goes well past 1.1
+        moved = rng.random(n) < 0.2
+        return lat, lng, np.where(moved, 40.70, lat), np.where(moved, -74.01, lng)
+
+    for n, moves in ((400, False), (4000, True)):
+        r = LoadRouter(4, rebalance_ticks=1, rebalance_tolerance=1.1, rebalance_min_excess=100)
+        lat, lng, lat2, lng2 = drift(n)
+        r.observe([], [], lat, lng)
+        keys, _ = point_keys(lat2, lng2)
+        w = np.ones(keys.size)
+        assert r.regions.imbalance(keys, w) > 1.1
+        assert (r.regions.excess(keys, w) > 100) == moves
+        v = r.version
+        r.observe([], [], lat2, lng2)
+        assert (r.version != v) == moves
 
 
 def test_range_masks_name_every_owner_of_the_range():

@@ -116,7 +116,9 @@ class _Recording(InProcessBackend):
 
 
 def _coordinator(k: int, n: int, per_tick: bool) -> tuple[Coordinator, _Recording]:
-    shard = ShardConfig(shards=k, backend="inprocess", rebalance_ticks=2, rebalance_tolerance=1.0)
+    shard = ShardConfig(
+        shards=k, backend="inprocess", rebalance_ticks=2, rebalance_tolerance=1.0, rebalance_min_excess=0
+    )
     backend = _Recording(k, MATCH)
     coord = Coordinator(backend, make_router(shard, MATCH), n, MATCH, shard)
     coord.per_tick = per_tick

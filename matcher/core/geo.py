@@ -34,6 +34,7 @@ __all__ = [
     "bearing_deg",
     "bounds",
     "bounds_int",
+    "cell_indices",
     "cell_size_m",
     "chord_for_distance",
     "decode",
@@ -42,6 +43,7 @@ __all__ = [
     "encode_int",
     "haversine_m",
     "int_to_str",
+    "interleave",
     "neighbors",
     "neighbors_int",
     "str_to_int",
@@ -222,10 +224,23 @@ def encode_int(lat: ArrayLike, lng: ArrayLike, precision: int = 6) -> U64Array:
     if lat.shape != lng.shape:
         lat, lng = np.broadcast_arrays(lat, lng)
     shape = lat.shape
-    nlat, nlng = _bits(p)
-    ilat = _quantize(lat.reshape(-1), -90.0, 180.0, nlat)
-    ilng = _quantize(lng.reshape(-1), -180.0, 360.0, nlng)
+    ilat, ilng = cell_indices(lat.reshape(-1), lng.reshape(-1), p)
     return _interleave(ilat, ilng, (5 * p) & 1).reshape(shape)
+
+
+def cell_indices(lat: F64Array, lng: F64Array, precision: int) -> tuple[U64Array, U64Array]:
+    """(row, column) of points' geohash cells on the grid of `precision`, 1-d uint64.
+
+    The row is the cell's latitude bits and the column its longitude bits: the
+    two halves that `encode_int` interleaves (same clamping, same boundaries).
+    """
+    nlat, nlng = _bits(_check_precision(precision))
+    return _quantize(lat, -90.0, 180.0, nlat), _quantize(lng, -180.0, 360.0, nlng)
+
+
+def interleave(ilat: U64Array, ilng: U64Array, precision: int) -> U64Array:
+    """Geohash integers of cells given as `cell_indices` (the inputs are left unchanged)."""
+    return _interleave(ilat.copy(), ilng.copy(), (5 * _check_precision(precision)) & 1)
 
 
 def _int_to_str_fixed(h: U64Array, p: int) -> AnyArray:

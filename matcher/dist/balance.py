@@ -108,13 +108,20 @@ class CurveRegions:
         out: F64Array = np.bincount(self.owners(keys), weights=weights, minlength=self.k)[: self.k].astype(np.float64)
         return out
 
+    def _living_loads(self, keys: U64Array, weights: F64Array) -> F64Array:
+        load = self.loads(keys, weights)
+        return load[[i for i in range(self.k) if i not in self.dead]] if self.dead else load
+
     def imbalance(self, keys: U64Array, weights: F64Array) -> float:
         """max / mean of `loads` (1.0 is perfect; 1.0 also with no load)."""
-        load = self.loads(keys, weights)
-        if self.dead:
-            load = load[[i for i in range(self.k) if i not in self.dead]]
+        load = self._living_loads(keys, weights)
         mean = float(load.mean())
         return float(load.max()) / mean if mean > 0 else 1.0
+
+    def excess(self, keys: U64Array, weights: F64Array) -> float:
+        """max - mean of `loads`: the load a perfect balance would take off the busiest shard."""
+        load = self._living_loads(keys, weights)
+        return float(load.max() - load.mean())
 
     def _cut_at(self, sk: U64Array, cum: F64Array, positions: F64Array) -> U64Array:
         """Cut keys at cumulative-load `positions` of the sorted keys `sk` (cum = inclusive prefix sums).

@@ -123,6 +123,7 @@ class _LoadRouterAdapter:
             request_weight=shard.request_weight,
             rebalance_ticks=shard.rebalance_ticks,
             rebalance_tolerance=shard.rebalance_tolerance,
+            rebalance_min_excess=shard.rebalance_min_excess,
         )
 
     @property
