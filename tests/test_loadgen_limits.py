@@ -88,3 +88,35 @@ def test_calls_wait_for_a_free_connection_outside_httpcore(tmp_path):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(run())
+
+
+def test_riders_process_acks_reach_the_drivers_side_and_its_failure_fails_the_run(tmp_path):
+    import shutil
+
+    import pytest
+
+    from matcher.errors import MatcherError
+
+    trace = tmp_path / "trace.parquet"
+    shutil.copy(REPO / "data" / "synth-small.parquet", trace)
+    g = _gen(tmp_path, single_share=0.0)
+    g.cfg = lg.LoadgenConfig(**{**g.cfg.__dict__, "trace": str(trace)})
+    g.rider_headers = {}
+
+    async def acked() -> None:
+        done = asyncio.get_running_loop().create_future()
+        g._from_riders(["ack", 3, "r-3", 1.25, "Bearer x"], done)
+        g._from_riders(["done", 2.0, {"request_post": {"200": 1}}, {"request_post": [4.0]}], done)
+        await done
+
+    asyncio.run(acked())
+    assert (
+        g.ride_row == {"r-3": 3} and g.sent_at == {3: 1.25} and g.rider_headers["r-3"] == {"Authorization": "Bearer x"}
+    )
+    assert g.stats.status["request_post"] == {"200": 1} and g.stats.ms["request_post"] == [4.0]
+
+    # a riders' process that dies (here: its trace is gone when it starts) fails the run in one line
+    trace.unlink()
+    g.start = 0.0
+    with pytest.raises(MatcherError, match="the riders' process failed"):
+        asyncio.run(asyncio.wait_for(g.riders(), 60.0))

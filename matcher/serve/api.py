@@ -29,6 +29,7 @@ from matcher.serve.auth import Authenticator, AuthError
 from matcher.serve.dispatcher import Dispatcher, DispatchError, Unavailable
 from matcher.serve.ingest import REPORTED
 from matcher.serve.models import LocationBatch, LocationUpdate, MatchQuery, RideRequest, RideStatusUpdate
+from matcher.serve.pacing import pacer
 
 Auth = Annotated[str | None, Header(alias="Authorization")]
 _CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid", 503: "unavailable"}
@@ -191,7 +192,9 @@ def make_app(dispatcher: Dispatcher | None = None, auth: Authenticator | None = 
                     fut.set_result(o)
 
             def notify(o: dict) -> None:
-                loop.call_soon_threadsafe(settle, o)
+                pace.put(settle, o)  # a tick wakes many polls: a few per loop turn (matcher.serve.pacing)
+
+            pace = pacer(loop)
 
             got = d.wait_offer(k, notify)
             if got is None:

@@ -1,7 +1,8 @@
 """``matcher loadgen``: replay a trace against a live service in accelerated real time.
 
 Riders post the trace's requests at the trace's times divided by ``--speed`` (with an
-``Idempotency-Key``: a retried request after a timeout or a restart is the same ride).
+``Idempotency-Key``: a retried request after a timeout or a restart is the same ride),
+from a process of their own (:class:`Riders`), starting ``WARMUP_S`` after the fleet.
 Simulated driver apps ping every 4 s of wall time, through the batched endpoint as
 Arrow IPC (``--single-share`` of them one by one through ``PUT /v1/drivers/location``),
 long-poll ``GET /v1/drivers/offer``, answer with the replay's response model (accept
@@ -24,6 +25,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -33,7 +38,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from matcher.config import RIDE_TYPES, VEHICLE_TYPES, SimConfig
+from matcher.config import VEHICLE_TYPES, SimConfig
 from matcher.core import geo
 from matcher.errors import MatcherError
 from matcher.io import trace as trace_mod
@@ -57,7 +62,7 @@ CONNS_PER_POOL = 8
 # once made such a queue take the generator's whole CPU
 MAX_PING_CALLS = 16
 # riders start once the fleet is online: every driver has pinged and holds its first poll
-WARMUP_S = PING_INTERVAL_S + 2.0
+WARMUP_S = PING_INTERVAL_S + 4.0
 _TERMINAL = {"completed", "cancelled", "expired"}
 
 
@@ -103,35 +108,98 @@ class Stats:
         return {"n": int(v.size), "p50": float(p50), "p99": float(p99), "max": float(v.max())}
 
 
-class Loadgen:
+@dataclass(frozen=True)
+class Rides:
+    """The trace's requests as the riders post them: row i at wall second ``t[i]`` after the warm-up."""
+
+    ids: list[str]
+    t: np.ndarray
+    plat: np.ndarray
+    plng: np.ndarray
+    dlat: np.ndarray
+    dlng: np.ndarray
+    ride_type: list[str]
+    trip_s: np.ndarray
+
+
+def read_rides(cfg: LoadgenConfig) -> tuple[Rides, pa.Table, int]:
+    """The rides of ``cfg.trace`` (within ``--duration``), its table and its first request time (ms)."""
+    table, _ = trace_mod.read_requests(cfg.trace)
+    ms = table.column("request_time").cast(pa.int64()).to_numpy()
+    t0_ms = int(ms[0])
+    t = (ms - t0_ms) / 1000.0 / cfg.speed  # wall seconds after start
+    if cfg.duration_s is not None:
+        keep = t <= cfg.duration_s
+        table, t = table.filter(pa.array(keep)), t[keep]
+    if table.num_rows == 0:
+        raise MatcherError("loadgen: no request to post within --duration")
+
+    def f(c):
+        return table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    plat, plng, dlat, dlng = f("pickup_lat"), f("pickup_lng"), f("dropoff_lat"), f("dropoff_lng")
+    n = table.num_rows
+    # a trace without dropoffs: the dropoff is another request's pickup (as the replay does)
+    other = np.minimum((rand.uniform(cfg.seed, rand.RandStream.TRIP_DIR, np.arange(n), 0) * n).astype(np.int64), n - 1)
+    miss = ~np.isfinite(dlat) | ~np.isfinite(dlng)
+    dlat[miss], dlng[miss] = plat[other[miss]], plng[other[miss]]
+    rides = Rides(
+        table.column("request_id").to_pylist(), t, plat, plng, dlat, dlng, table.column("ride_type").to_pylist(),
+        f("trip_duration_s"),
+    )  # fmt: skip
+    return rides, table, t0_ms
+
+
+class ApiCaller:
+    """API calls with retries and a gate per connection pool (the drivers' and the riders' side)."""
+
     def __init__(self, cfg: LoadgenConfig):
         self.cfg = cfg
         self._gates: dict[int, asyncio.Semaphore] = {}  # per connection pool (`_gate`)
-        table, _ = trace_mod.read_requests(cfg.trace)
-        ms = table.column("request_time").cast(pa.int64()).to_numpy()
-        t0_ms = int(ms[0])
-        self.t = (ms - t0_ms) / 1000.0 / cfg.speed  # wall seconds after start
-        if cfg.duration_s is not None:
-            keep = self.t <= cfg.duration_s
-            table, self.t = table.filter(pa.array(keep)), self.t[keep]
-        if table.num_rows == 0:
-            raise MatcherError("loadgen: no request to post within --duration")
+        self.stats = Stats()
 
-        def f(c):
-            return table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+    def pool(self, n: int) -> httpx.AsyncClient:
+        """A connection pool of ``n`` connections whose calls wait at its gate beyond them."""
+        limits = httpx.Limits(max_connections=n, keepalive_expiry=120.0)  # no reconnects between polls
+        c = httpx.AsyncClient(base_url=self.cfg.url, limits=limits, timeout=httpx.Timeout(30.0, connect=10.0))
+        self._gates[id(c)] = asyncio.Semaphore(n)
+        return c
 
-        self.ids = table.column("request_id").to_pylist()
-        self.plat, self.plng = f("pickup_lat"), f("pickup_lng")
-        self.dlat, self.dlng = f("dropoff_lat"), f("dropoff_lng")
-        self.trip_s = f("trip_duration_s")
-        n = len(self.ids)
-        # a trace without dropoffs: the dropoff is another request's pickup (as the replay does)
-        other = np.minimum(
-            (rand.uniform(cfg.seed, rand.RandStream.TRIP_DIR, np.arange(n), 0) * n).astype(np.int64), n - 1
-        )
-        miss = ~np.isfinite(self.dlat) | ~np.isfinite(self.dlng)
-        self.dlat[miss], self.dlng[miss] = self.plat[other[miss]], self.plng[other[miss]]
-        self.ride_type = table.column("ride_type").to_pylist()
+    def _gate(self, client: httpx.AsyncClient) -> asyncio.Semaphore:
+        """At most as many calls of a pool in flight as it has connections: the others wait here,
+        not in httpcore's queue, whose scan on every event costs time quadratic in its length (a
+        service slower than the offered load once made it take the generator's whole CPU)."""
+        return self._gates.setdefault(id(client), asyncio.Semaphore(64))
+
+    async def call(self, client: httpx.AsyncClient, what: str, method: str, url: str, **kw) -> httpx.Response | None:
+        """One API call, retried on connection errors and 5xx (a restarting service) for retry_s."""
+        deadline = time.monotonic() + self.cfg.retry_s
+        delay = 0.2
+        while True:
+            t0 = time.perf_counter()
+            try:
+                async with self._gate(client):
+                    r = await client.request(method, url, **kw)
+            except httpx.HTTPError as e:
+                self.stats.record(what, type(e).__name__)
+                r = None
+            else:
+                self.stats.record(
+                    what, r.status_code, (time.perf_counter() - t0) * 1e3 if r.status_code < 500 else None
+                )
+                if r.status_code < 500:
+                    return r
+            if time.monotonic() > deadline:
+                return r
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class Loadgen(ApiCaller):
+    def __init__(self, cfg: LoadgenConfig):
+        super().__init__(cfg)
+        rides, table, t0_ms = read_rides(cfg)
+        self.ids, self.t, self.trip_s = rides.ids, rides.t, rides.trip_s
         fleet, dids, _ = fleet_mod.load(cfg.drivers, table, t0_ms, cfg.seed)
         self.driver_ids = [str(x) for x in dids.to_pylist()]
         m = len(self.driver_ids)
@@ -150,8 +218,6 @@ class Loadgen:
             issue(secret, "driver", d, vehicle=v, rating=float(r) if np.isfinite(r) else None)
             for d, v, r in zip(self.driver_ids, self.vehicle, self.rating)
         ]
-        self._secret = secret
-        self.stats = Stats()
         self.ride_row: dict[str, int] = {}  # ride id -> trace row
         self.ride_of_row: dict[int, str] = {}
         self.sent_at: dict[int, float] = {}
@@ -188,62 +254,63 @@ class Loadgen:
         d = float(geo.haversine_m(self.lat0[k], self.lng0[k], self.lat1[k], self.lng1[k]))
         return min(d / max(self.kt1[k] - self.kt0[k], 1e-3) / self.cfg.speed, 99.0)
 
-    def _gate(self, client: httpx.AsyncClient) -> asyncio.Semaphore:
-        """At most as many calls of a pool in flight as it has connections: the others wait here,
-        not in httpcore's queue, whose scan on every event costs time quadratic in its length (a
-        service slower than the offered load once made it take the generator's whole CPU)."""
-        return self._gates.setdefault(id(client), asyncio.Semaphore(64))
-
-    async def call(self, client: httpx.AsyncClient, what: str, method: str, url: str, **kw) -> httpx.Response | None:
-        """One API call, retried on connection errors and 5xx (a restarting service) for retry_s."""
-        deadline = time.monotonic() + self.cfg.retry_s
-        delay = 0.2
-        while True:
-            t0 = time.perf_counter()
-            try:
-                async with self._gate(client):
-                    r = await client.request(method, url, **kw)
-            except httpx.HTTPError as e:
-                self.stats.record(what, type(e).__name__)
-                r = None
-            else:
-                self.stats.record(
-                    what, r.status_code, (time.perf_counter() - t0) * 1e3 if r.status_code < 500 else None
-                )
-                if r.status_code < 500:
-                    return r
-            if time.monotonic() > deadline:
-                return r
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
     # ----------------------------------------------------------------- riders
-    async def riders(self, pools: list[httpx.AsyncClient]) -> None:
-        tasks = []
-        for i in range(len(self.ids)):
-            wait = WARMUP_S + self.t[i] - self.now()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            tasks.append(asyncio.create_task(self.post(pools[i % len(pools)], i)))
-        await asyncio.gather(*tasks)
-        self.posting_done = True
-        self.posting_s = self.now() - WARMUP_S
+    async def riders(self) -> None:
+        """Post the trace's requests from the riders' own process (`Riders`); take in each acknowledged
+        ride as it comes, so that the drivers know its trace row and when it was sent."""
+        # a fresh interpreter (`python -m matcher.serve.riders`), whatever script runs this one;
+        # its messages come on a pipe of their own, one JSON line each
+        rfd, wfd = os.pipe()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "matcher.serve.riders", str(wfd), repr(self.start)],
+            stdin=subprocess.PIPE, pass_fds=(wfd,), text=True,
+        )  # fmt: skip
+        os.close(wfd)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(asdict(self.cfg)))
+        proc.stdin.close()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
 
-    async def post(self, client: httpx.AsyncClient, i: int) -> None:
-        rider = f"rider-{self.ids[i]}"
-        headers = {"Authorization": f"Bearer {issue(self._secret, 'rider', rider)}", "Idempotency-Key": self.ids[i]}
-        body = {"pickup_lat": float(self.plat[i]), "pickup_lng": float(self.plng[i]),
-                "destination_lat": float(self.dlat[i]), "destination_lng": float(self.dlng[i]),
-                "ride_type": self.ride_type[i] if self.ride_type[i] in RIDE_TYPES else "uberx"}  # fmt: skip
-        self.sent_at[i] = self.now()
-        t0 = time.perf_counter()
-        r = await self.call(client, "request_post", "POST", "/v1/rides/request", json=body, headers=headers)
-        if r is not None and r.status_code == 200:
-            self.stats.ms["request_post_ms_ok"].append((time.perf_counter() - t0) * 1e3)
-            rid = r.json()["ride_id"]
+        def read() -> None:
+            try:
+                with os.fdopen(rfd, "r") as lines:
+                    for line in lines:
+                        loop.call_soon_threadsafe(self._from_riders, json.loads(line), done)
+                loop.call_soon_threadsafe(self._from_riders, ["gone"], done)
+            except RuntimeError:
+                pass  # the loop closed: nobody waits any more
+
+        threading.Thread(target=read, name="matcher-loadgen-riders", daemon=True).start()
+        try:
+            await done
+        finally:
+            try:
+                await asyncio.to_thread(proc.wait, 10.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.posting_done = True
+
+    def _from_riders(self, msg: list, done: asyncio.Future) -> None:
+        kind = msg[0]
+        if kind == "ack":
+            _, i, rid, sent_at, auth = msg
+            self.sent_at[i] = sent_at
             self.ride_row[rid] = i
             self.ride_of_row[i] = rid
-            self.rider_headers[rid] = {"Authorization": headers["Authorization"]}
+            self.rider_headers[rid] = {"Authorization": auth}
+        elif done.done():
+            return
+        elif kind == "done":
+            _, self.posting_s, status, ms = msg
+            for what, counts in status.items():
+                self.stats.status[what].update(counts)
+            for what, values in ms.items():
+                self.stats.ms[what].extend(values)
+            done.set_result(None)
+        else:
+            why = msg[1] if kind == "error" else "it ended without a word (its error is above)"
+            done.set_exception(MatcherError(f"loadgen: the riders' process failed: {why}"))
 
     # ------------------------------------------------------------------ pings
     async def pinger(self, client: httpx.AsyncClient) -> None:
@@ -417,14 +484,7 @@ class Loadgen:
         self.stop = asyncio.Event()
         self.rider_headers: dict[str, dict] = {}
         m = len(self.driver_ids)
-        timeout = httpx.Timeout(30.0, connect=10.0)
-
-        def pool(n: int) -> httpx.AsyncClient:
-            limits = httpx.Limits(max_connections=n, keepalive_expiry=120.0)  # no reconnects between polls
-            c = httpx.AsyncClient(base_url=self.cfg.url, limits=limits, timeout=timeout)
-            self._gates[id(c)] = asyncio.Semaphore(n)
-            return c
-
+        pool = self.pool
         per = DRIVERS_PER_POOL
         driver_pools = [pool(per) for _ in range((m + per - 1) // per)]
         ping_pool = pool(MAX_PING_CALLS)
@@ -438,7 +498,7 @@ class Loadgen:
             self.start = time.perf_counter()
             pinger = asyncio.create_task(self.pinger(ping_pool))
             drivers = [asyncio.create_task(self.driver(driver_pools[k // per], k)) for k in range(m)]
-            await self.riders(rider_pools)
+            await self.riders()
             await self.drain(rider_pools)
             self.stop.set()
             end = self.now()
@@ -484,7 +544,15 @@ def run_loadgen(cfg: LoadgenConfig) -> dict:
 
     lg = Loadgen(cfg)
     rare_full_collections()  # its thousands of driver coroutines made full collections pause every call
-    result = asyncio.run(lg.main())
+    import os as _os
+
+    if _os.environ.get("LG_UVLOOP"):
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            result = runner.run(lg.main())
+    else:
+        result = asyncio.run(lg.main())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     from matcher.io.atomic import write_json
