@@ -16,7 +16,7 @@ from matcher.core.driver_table import Pings
 from matcher.core.shard import ShardState, TickInput
 from matcher.core.states import DriverStatus
 from matcher.dist import answer
-from matcher.dist.answer import doubtful_reports, needs_answer
+from matcher.dist.answer import doubtful_reports, needs_answer, needs_answer_routed
 
 NOW = 1_000.0
 
@@ -69,6 +69,23 @@ def test_every_shard_whose_answer_holds_an_edge_is_asked(city, brute_force_pairs
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(answer, "BRUTE_FORCE_PAIRS", brute_force_pairs)
         _check_asked(city)
+
+
+@pytest.mark.parametrize("brute_force_pairs", [answer.BRUTE_FORCE_PAIRS, 0], ids=["pairs", "kdtree"])
+@settings(max_examples=150, deadline=None)
+@given(city=cities(), doubt=st.lists(st.booleans(), max_size=12), unrouted=st.lists(st.booleans(), max_size=8))
+def test_the_one_pass_over_all_shards_answers_as_the_pass_per_shard(city, doubt, unrouted, brute_force_pairs):
+    """needs_answer_routed (the coordinator's) against needs_answer of the split batches (the oracle)."""
+    k, pings, member, reqs, shard_of = city
+    n, m = len(pings), len(reqs)
+    doubtful = np.array((doubt + [False] * n)[:n], bool)
+    shard_of = np.where(np.array((unrouted + [False] * m)[:m], bool), -1, shard_of).astype(np.int32)
+    known = np.ones(n, bool)
+    args = (NOW, pings, known, doubtful, member, compat_matrix(MATCH.compat), MATCH)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(answer, "BRUTE_FORCE_PAIRS", brute_force_pairs)
+        split = [reqs.take(np.flatnonzero(shard_of == s)) for s in range(k)]
+        assert needs_answer_routed(reqs, shard_of, k, *args) == needs_answer(split, *args)
 
 
 def _check_asked(city):

@@ -12,6 +12,8 @@ offers them that request again: ``core.candidates``), uses a radius a little lar
 the shard's, checks vehicle types only on small ticks, and a driver whose report a shard may
 have refused (``doubtful_reports``) counts as near every request from then on. So waiting
 only for these shards gives the event log of waiting for all of them (golden tests).
+The coordinator asks `needs_answer_routed`, the same answer for the tick's whole request
+batch and the shard each request is routed to, in one pass instead of one per shard.
 """
 
 from __future__ import annotations
@@ -80,6 +82,63 @@ def needs_answer(
             xyz = geo.to_unit_xyz(latest.lat[maybe], latest.lng[maybe])
         answer[s] = _any_candidate(reqs, xyz[held], maybe[held], latest, compat, chord)
     return answer
+
+
+def needs_answer_routed(
+    reqs: RequestBatch,
+    req_shard: npt.NDArray[np.int32],
+    k: int,
+    now: float,
+    latest: Pings,
+    known: BoolArray,
+    doubtful: BoolArray,
+    member: U64Array,
+    compat: BoolArray,
+    match: MatchConfig,
+) -> list[bool]:
+    """`needs_answer` of the batches ``reqs`` split by ``req_shard`` (the shard each request is
+    routed to; -1: none), without splitting it: one pass over all requests and drivers when
+    they are few (a request and a driver pair up only if the driver is held by the request's
+    shard), the per-shard pass otherwise. Same answer as `needs_answer` (tested against it)."""
+    answer = np.zeros(k, bool)
+    routed = (req_shard >= 0) & (req_shard < k)
+    has = np.zeros(k, bool)
+    has[req_shard[routed]] = True
+    fresh = known & (latest.status == int(DriverStatus.AVAILABLE)) & (now - latest.ts <= match.gps_timeout_s)
+    doubt = known & doubtful
+    maybe = np.flatnonzero(fresh | doubt)
+    if len(maybe) == 0 or not has.any():
+        return [False] * k
+    bits = member[maybe]
+    anywhere = doubt[maybe]
+    if anywhere.any():  # a doubtful driver a shard holds: that shard answers (as `needs_answer`)
+        lanes = np.bitwise_or.reduce(bits[anywhere])
+        answer |= has & (((lanes >> np.arange(k, dtype=np.uint64)) & np.uint64(1)) != 0)
+    rows = np.flatnonzero(routed)
+    rows = rows[~answer[req_shard[rows]]]
+    if len(rows) == 0:
+        return [bool(a) for a in answer]
+    chord = float(geo.chord_for_distance(match.radius_m)) * (1 + 1e-6)
+    xyz = geo.to_unit_xyz(latest.lat[maybe], latest.lng[maybe])
+    if len(rows) * len(maybe) <= BRUTE_FORCE_PAIRS:
+        shard = req_shard[rows].astype(np.uint64)
+        near = compat[reqs.ride_type[rows]][:, latest.vehicle[maybe]]
+        near &= ((bits[None, :] >> shard[:, None]) & np.uint64(1)) != 0
+        r = geo.to_unit_xyz(reqs.lat[rows], reqs.lng[rows])
+        near &= ((r[:, None, :] - xyz[None, :, :]) ** 2).sum(axis=2) <= chord * chord
+        if len(reqs.barred_req) and near.any():
+            pos = _positions(reqs.idx[rows], reqs.barred_req)
+            col = _positions(maybe, reqs.barred_key)
+            hit = (pos >= 0) & (col >= 0)
+            near[pos[hit], col[hit]] = False
+        answer[req_shard[rows][near.any(axis=1)]] = True
+        return [bool(a) for a in answer]
+    for s in np.unique(req_shard[rows]):
+        held = (bits & (np.uint64(1) << np.uint64(s))) != 0
+        if held.any():
+            mine = reqs.take(rows[req_shard[rows] == s])
+            answer[s] = _any_candidate(mine, xyz[held], maybe[held], latest, compat, chord)
+    return [bool(a) for a in answer]
 
 
 def _any_candidate(

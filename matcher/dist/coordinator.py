@@ -51,7 +51,7 @@ from matcher.core.candidates import RequestBatch, compat_matrix
 from matcher.core.driver_table import PING_REASONS, Pings
 from matcher.core.shard import Matches, TickInput, TickOutput
 from matcher.core.states import DriverStatus
-from matcher.dist.answer import doubtful_reports, needs_answer
+from matcher.dist.answer import doubtful_reports, needs_answer_routed
 from matcher.dist.backend import ShardBackend, ShardLostError
 from matcher.dist.memo import RouteMemo
 from matcher.dist.merge import REQUEST_UNITS, merge_step
@@ -253,13 +253,16 @@ class Coordinator:
             self._requests_memo, reqs.idx, reqs.lat, reqs.lng, lambda la, ln: (self.router.route_requests(la, ln),)
         )
         req_shard = routed.astype(np.int32, copy=False)
-        requests = [reqs.take(np.flatnonzero(req_shard == s)) for s in range(self.k)]
-        answer = needs_answer(
-            requests, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
+        pending = np.bincount(req_shard[req_shard >= 0], minlength=self.k)[: self.k].astype(np.int64)
+        answer = needs_answer_routed(
+            reqs, req_shard, self.k, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
         )
         raw = (pings, owner, mask) if self.per_tick else None
+        # only the shards sent an input get their requests split out of the tick's batch
         inputs: list[TickInput | None] = [
-            self._input(s, tick, now, requests[s], policy, raw) if self.per_tick or answer[s] else None
+            self._input(s, tick, now, reqs.take(np.flatnonzero(req_shard == s)), policy, raw)
+            if self.per_tick or answer[s]
+            else None
             for s in range(self.k)
         ]
         for inp, want in zip(inputs, answer, strict=True):
@@ -291,7 +294,7 @@ class Coordinator:
         self._inline_border_ms = 0.0
         try:
             merged = merge_step(
-                tick, outs, reqs, policy, self._solve_border, self.k, lambda: self._round1_units(requests)
+                tick, outs, reqs, policy, self._solve_border, self.k, lambda: self._round1_units(pending)
             )
         except ShardLostError as e:  # lost in round 2: same as in round 1
             self._lose(tick, e)
@@ -299,7 +302,7 @@ class Coordinator:
         coord_ms = (time.thread_time() - c0) * 1e3 - self._inline_border_ms
         r1 = np.array([o.cpu_ms for o in outs])
         r2 = merged.border_cpu_ms
-        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out, lambda: self._state_rows(requests))
+        self.stats.add(tick, outs, merged, handoffs_in, handoffs_out, lambda: self._state_rows(pending))
         self.stats.late(late)  # after add: an in-process late output can be of this very tick
         stats = TickStats(
             pending=len(reqs),
@@ -391,8 +394,9 @@ class Coordinator:
     def _dead(self) -> set[int]:
         return {int(x["shard"]) for x in self.lost}
 
-    def _state_rows(self, requests: list[RequestBatch]) -> tuple[I64Array, I64Array, I64Array]:
-        """(owned, halo, pending) of every shard from the coordinator's own state (after routing).
+    def _state_rows(self, pending: I64Array) -> tuple[I64Array, I64Array, I64Array]:
+        """(owned, halo, pending) of every shard from the coordinator's own state (after routing;
+        ``pending``: the requests routed to each shard this tick).
 
         What the per-shard figures and the round-2 balance use for a shard that was
         not waited for (or is lost): the same numbers on every backend.
@@ -400,13 +404,12 @@ class Coordinator:
         on = self.known & (self.owner >= 0)
         own = np.bincount(self.owner[on], minlength=self.k)[: self.k].astype(np.int64)
         held = bit_counts(self.member[on], self.k)
-        pending = np.array([len(r) for r in requests], np.int64)
         return own, np.maximum(held - own, 0), pending
 
-    def _round1_units(self, requests: list[RequestBatch]) -> F64Array:
+    def _round1_units(self, pending: I64Array) -> F64Array:
         """Each shard's round-1 work this tick in deterministic units, from coordinator state
         (so it is the same whichever shards were waited for); lost shards are never chosen."""
-        own, halo, pending = self._state_rows(requests)
+        own, halo, _ = self._state_rows(pending)
         units = own + halo + REQUEST_UNITS * pending
         units = units.astype(np.float64)
         for s in self._dead():
