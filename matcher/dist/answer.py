@@ -49,6 +49,16 @@ def doubtful_reports(p: Pings, latest_ts: F64Array) -> BoolArray:
     return out
 
 
+def _maybe_candidates(
+    now: float, latest: Pings, known: BoolArray, doubtful: BoolArray, match: MatchConfig
+) -> tuple[npt.NDArray[np.int64], BoolArray]:
+    """The drivers that may be a candidate now (available and fresh, or doubtful: near every
+    request), and the doubtful mask."""
+    fresh = known & (latest.status == int(DriverStatus.AVAILABLE)) & (now - latest.ts <= match.gps_timeout_s)
+    doubt: BoolArray = known & doubtful
+    return np.flatnonzero(fresh | doubt), doubt
+
+
 def needs_answer(
     requests: Sequence[RequestBatch],
     now: float,
@@ -59,10 +69,11 @@ def needs_answer(
     compat: BoolArray,
     match: MatchConfig,
 ) -> list[bool]:
-    """Shard s must answer iff one of its requests (``requests[s]``) may have a candidate among its drivers."""
-    fresh = known & (latest.status == int(DriverStatus.AVAILABLE)) & (now - latest.ts <= match.gps_timeout_s)
-    doubt = known & doubtful
-    maybe = np.flatnonzero(fresh | doubt)
+    """Shard s must answer iff one of its requests (``requests[s]``) may have a candidate among its drivers.
+
+    The definition, one shard at a time; the coordinator asks `needs_answer_routed`, which is
+    tested against it."""
+    maybe, doubt = _maybe_candidates(now, latest, known, doubtful, match)
     answer = [False] * len(requests)
     if len(maybe) == 0:
         return answer
@@ -104,9 +115,7 @@ def needs_answer_routed(
     routed = (req_shard >= 0) & (req_shard < k)
     has = np.zeros(k, bool)
     has[req_shard[routed]] = True
-    fresh = known & (latest.status == int(DriverStatus.AVAILABLE)) & (now - latest.ts <= match.gps_timeout_s)
-    doubt = known & doubtful
-    maybe = np.flatnonzero(fresh | doubt)
+    maybe, doubt = _maybe_candidates(now, latest, known, doubtful, match)
     if len(maybe) == 0 or not has.any():
         return [False] * k
     bits = member[maybe]

@@ -544,15 +544,7 @@ def run_loadgen(cfg: LoadgenConfig) -> dict:
 
     lg = Loadgen(cfg)
     rare_full_collections()  # its thousands of driver coroutines made full collections pause every call
-    import os as _os
-
-    if _os.environ.get("LG_UVLOOP"):
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            result = runner.run(lg.main())
-    else:
-        result = asyncio.run(lg.main())
+    result = asyncio.run(lg.main())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     from matcher.io.atomic import write_json
