@@ -306,3 +306,38 @@ def test_compact_equals_unique(cols):
     got_cols, got_idx = _compact(Edges(np.zeros(len(col), np.int64), col, np.zeros(len(col))))
     want_cols, want_idx = np.unique(col, return_inverse=True)
     assert got_cols.tolist() == want_cols.tolist() and got_idx.tolist() == want_idx.tolist()
+
+
+@st.composite
+def graphs(draw):
+    n = draw(st.integers(0, 40))
+    if n == 0:
+        return 0, np.empty(0, np.int64), np.empty(0, np.int64)
+    shape = draw(st.sampled_from(["random", "path", "star"]))
+    if shape == "path":  # the longest chain of label pulls
+        order = np.array(draw(st.permutations(range(n))), np.int64)
+        a, b = order[:-1], order[1:]
+    elif shape == "star":
+        a = np.full(n - 1, draw(st.integers(0, n - 1)), np.int64)
+        b = np.array([i for i in range(n) if i != a[0]], np.int64) if n > 1 else np.empty(0, np.int64)
+    else:
+        m = draw(st.integers(0, 60))
+        a = np.array(draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m)), np.int64)
+        b = np.array(draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m)), np.int64)
+    return n, a, b
+
+
+@settings(max_examples=300, deadline=None)
+@given(g=graphs())
+def test_connected_labels_number_components_as_scipy_does(g):
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from matcher.core import assignment
+
+    n, a, b = g
+    want = connected_components(csr_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)[1]
+    assert assignment.connected_labels(n, a, b).tolist() == want.tolist()
+    with pytest.MonkeyPatch.context() as mp:  # the scipy path for large graphs gives the same labels
+        mp.setattr(assignment, "SMALL_GRAPH_EDGES", -1)
+        assert assignment.connected_labels(n, a, b).tolist() == want.tolist()
