@@ -126,7 +126,7 @@ def needs_answer_routed(
     rows = np.flatnonzero(routed)
     rows = rows[~answer[req_shard[rows]]]
     if len(rows) == 0:
-        return [bool(a) for a in answer]
+        return list(answer.tolist())
     chord = float(geo.chord_for_distance(match.radius_m)) * (1 + 1e-6)
     xyz = geo.to_unit_xyz(latest.lat[maybe], latest.lng[maybe])
     if len(rows) * len(maybe) <= BRUTE_FORCE_PAIRS:
@@ -141,13 +141,13 @@ def needs_answer_routed(
             hit = (pos >= 0) & (col >= 0)
             near[pos[hit], col[hit]] = False
         answer[req_shard[rows][near.any(axis=1)]] = True
-        return [bool(a) for a in answer]
+        return list(answer.tolist())
     for s in np.unique(req_shard[rows]):
         held = (bits & (np.uint64(1) << np.uint64(s))) != 0
         if held.any():
             mine = reqs.take(rows[req_shard[rows] == s])
             answer[s] = _any_candidate(mine, xyz[held], maybe[held], latest, compat, chord)
-    return [bool(a) for a in answer]
+    return list(answer.tolist())
 
 
 def _any_candidate(

@@ -199,7 +199,7 @@ class Loadgen(ApiCaller):
     def __init__(self, cfg: LoadgenConfig):
         super().__init__(cfg)
         rides, table, t0_ms = read_rides(cfg)
-        self.ids, self.t, self.trip_s = rides.ids, rides.t, rides.trip_s
+        self.ids, self.trip_s = rides.ids, rides.trip_s  # the riders' process posts them at their times
         fleet, dids, _ = fleet_mod.load(cfg.drivers, table, t0_ms, cfg.seed)
         self.driver_ids = [str(x) for x in dids.to_pylist()]
         m = len(self.driver_ids)
@@ -219,14 +219,12 @@ class Loadgen(ApiCaller):
             for d, v, r in zip(self.driver_ids, self.vehicle, self.rating)
         ]
         self.ride_row: dict[str, int] = {}  # ride id -> trace row
-        self.ride_of_row: dict[int, str] = {}
         self.sent_at: dict[int, float] = {}
         self.first_offer: dict[str, float] = {}
         self.attempts: Counter = Counter()
         self.ignored: set[str] = set()
         self.ended: dict[str, str] = {}
         self.start = 0.0
-        self.posting_done = False
         self.stop: asyncio.Event | None = None  # created in the running loop
 
     # ---------------------------------------------------------------- helpers
@@ -289,7 +287,6 @@ class Loadgen(ApiCaller):
                 await asyncio.to_thread(proc.wait, 10.0)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        self.posting_done = True
 
     def _from_riders(self, msg: list, done: asyncio.Future) -> None:
         kind = msg[0]
@@ -297,7 +294,6 @@ class Loadgen(ApiCaller):
             _, i, rid, sent_at, auth = msg
             self.sent_at[i] = sent_at
             self.ride_row[rid] = i
-            self.ride_of_row[i] = rid
             self.rider_headers[rid] = {"Authorization": auth}
         elif done.done():
             return
