@@ -47,8 +47,8 @@ class _Watching(backend_mod.InProcessBackend):
 
     ticks = 0
 
-    def tick(self, inputs, answer):
-        outs = super().tick(inputs, answer)
+    def tick(self, inputs, answer, idle=None):
+        outs = super().tick(inputs, answer, idle)
         sent = [s for s, i in zip(self.shards, inputs, strict=True) if i is not None]
         owned = np.concatenate([s.table.col("key")[s.table.col("owned")] for s in sent] or [np.empty(0, np.int64)])
         assert len(owned) == len(np.unique(owned)), "a driver is owned by two shards"
@@ -93,11 +93,11 @@ class _Failing(backend_mod.InProcessBackend):
 
     calls = 0
 
-    def tick(self, inputs, answer):
+    def tick(self, inputs, answer, idle=None):
         self.calls += 1
         if self.calls in (50, 51, 200):
             raise RuntimeError("injected shard failure")
-        return super().tick(inputs, answer)
+        return super().tick(inputs, answer, idle)
 
 
 def test_a_failing_tick_is_counted_and_the_run_goes_on(trace, tmp_path):

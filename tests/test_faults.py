@@ -133,20 +133,20 @@ def test_shard_process_killed_mid_run(ray_session, small_trace, ray_baseline, tm
         b = make_backend(shard, match, run_name)
         orig_tick = b.tick
 
-        def tick(inputs, answer):
+        def tick(inputs, answer, idle=None):
             calls["n"] += 1
             s = kill_at.get(calls["n"])
             if s is None:
-                return orig_tick(inputs, answer)
+                return orig_tick(inputs, answer, idle)
             pid = b.pids()[s]
             killed.append((s, pid))
             if when == "before_fanout":
                 os.kill(pid, signal.SIGKILL)
-                outs = orig_tick(inputs, answer)
+                outs = orig_tick(inputs, answer, idle)
             else:
                 th = threading.Thread(target=os.kill, args=(pid, signal.SIGKILL))
                 th.start()
-                outs = orig_tick(inputs, answer)
+                outs = orig_tick(inputs, answer, idle)
                 th.join()
             # Ray has restarted the shard: it answers from a new process
             replaced.append((s, pid, b.pids()[s]))
@@ -183,12 +183,12 @@ def test_a_broken_channel_to_a_living_shard_rebuilds_it_to_the_same_run(
         orig_tick = b.tick
         seen["open"] = [c.chan is not None for c in b._calls]  # every shard has its channel
 
-        def tick(inputs, answer):
+        def tick(inputs, answer, idle=None):
             calls["n"] += 1
             if calls["n"] == 150:
                 seen["pid"] = b.pids()[1]
                 b._calls[1].chan._sock.shutdown(socket.SHUT_RDWR)  # the stream is reset under the backend
-            outs = orig_tick(inputs, answer)
+            outs = orig_tick(inputs, answer, idle)
             if calls["n"] == 150:
                 seen["pid after"] = b.pids()[1]
                 seen["reopened"] = b._calls[1].chan is not None and not b._calls[1].chan.closed
@@ -256,7 +256,7 @@ class FlakyBackend(InProcessBackend):
         self.shards[s] = ShardState(s, self.match)
         self.crashed.append(s)
 
-    def tick(self, inputs, answer):
+    def tick(self, inputs, answer, idle=None):
         self.calls += 1
         if self._armed and any(i is not None and i.reset for i in inputs):  # the coordinator's rebuild-and-retry
             self._armed = False
@@ -267,11 +267,11 @@ class FlakyBackend(InProcessBackend):
         if s is not None:
             self._crash(s)
             self._armed = self.on_retry
-        outs = super().tick(inputs, answer)
+        outs = super().tick(inputs, answer, idle)
         if not self.twice:
             return outs
         n_late = len(self._late)
-        again = super().tick(inputs, answer)
+        again = super().tick(inputs, answer, idle)
         del self._late[n_late:]  # the second delivery's unanswered outputs: already listed once
         for inp, a, b in zip(inputs, outs, again):
             if a is None:  # not answered (or nothing sent)
@@ -420,12 +420,12 @@ def test_a_shard_that_dies_more_often_than_max_restarts_has_its_regions_moved(ra
         b = make_backend(shard, match, run_name)
         orig_tick = b.tick
 
-        def tick(inputs, answer):
+        def tick(inputs, answer, idle=None):
             calls["n"] += 1
             s = kill_at.get(calls["n"])
             if s is not None:
                 os.kill(b.pids()[s], signal.SIGKILL)
-            return orig_tick(inputs, answer)
+            return orig_tick(inputs, answer, idle)
 
         b.tick = tick
         return b
@@ -452,11 +452,11 @@ class _LosesItsOnlyShard(InProcessBackend):
 
     calls = 0
 
-    def tick(self, inputs, answer):
+    def tick(self, inputs, answer, idle=None):
         self.calls += 1
         if self.calls == 100:
             raise ShardLostError(0, "simulated: restarts used up")
-        return super().tick(inputs, answer)
+        return super().tick(inputs, answer, idle)
 
 
 def test_losing_the_last_shard_stops_the_run_with_a_checkpoint_that_resumes(small_trace, tmp_path):

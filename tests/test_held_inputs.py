@@ -110,9 +110,9 @@ class _Recording(InProcessBackend):
         super().__init__(k, match)
         self.sent: list[list[int]] = []
 
-    def tick(self, inputs, answer):
+    def tick(self, inputs, answer, idle=None):
         self.sent.append([s for s, i in enumerate(inputs) if i is not None])
-        return super().tick(inputs, answer)
+        return super().tick(inputs, answer, idle)
 
 
 def _coordinator(k: int, n: int, per_tick: bool) -> tuple[Coordinator, _Recording]:

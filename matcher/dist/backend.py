@@ -19,6 +19,10 @@ The tick protocol (both backends):
   them. Their ping refusals are counted from there.
 - A shard that died for good (its restarts used up) raises :class:`ShardLostError` from
   ``tick``; from then on its inputs are ignored and it never answers.
+- ``tick(..., idle)`` and ``solve_border(..., idle)``: a backend that waits for answers
+  (Ray) runs the caller's other work while it waits, one piece per ``idle()`` call, until
+  the answers are in or ``idle()`` returns False. The replay hands it the surge cells of
+  past ticks (:mod:`matcher.sim.deferred`); the results are the same whenever they run.
 
 What needs no answer is the coordinator's call (see ``Coordinator.tick``): a shard with no
 request, or with no driver that could be offered, can produce no match and no deferred
@@ -45,11 +49,21 @@ class ShardLostError(Exception):
         self.detail = detail
 
 
+Idle = Callable[[], bool]
+"""One piece of the caller's other work per call; False once there is none (``ShardBackend.tick``)."""
+
+
 class ShardBackend(Protocol):
     n_shards: int
 
-    def tick(self, inputs: Sequence[TickInput | None], answer: Sequence[bool]) -> list[TickOutput | None]:
-        """Give shard s ``inputs[s]``; wait only for the shards with ``answer[s]`` (module docstring)."""
+    def tick(
+        self, inputs: Sequence[TickInput | None], answer: Sequence[bool], idle: Idle | None = None
+    ) -> list[TickOutput | None]:
+        """Give shard s ``inputs[s]``; wait only for the shards with ``answer[s]`` (module docstring).
+
+        ``idle``: the caller's other work, run while the answers are awaited: called again
+        and again, each call one piece of work, until the answers are in or it returns False
+        (nothing left). A backend that does not wait (in-process) never calls it."""
         ...
 
     def late(self) -> list[TickOutput]:
@@ -60,8 +74,9 @@ class ShardBackend(Protocol):
         """Send everything held back, wait for it, and return the outputs ``late`` has not returned."""
         ...
 
-    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
-        """Round 2 of a tick, only on ticks with border work: shard s solves tasks[s]; gathered by shard."""
+    def solve_border(self, tasks: dict[int, BorderTask], idle: Idle | None = None) -> dict[int, BorderResult]:
+        """Round 2 of a tick, only on ticks with border work: shard s solves tasks[s]; gathered by
+        shard. ``idle``: as for :meth:`tick`."""
         ...
 
     def close(self) -> None: ...
@@ -79,7 +94,9 @@ class InProcessBackend:
         self.shards = [ShardState(s, match) for s in range(n_shards)]
         self._late: list[TickOutput] = []
 
-    def tick(self, inputs: Sequence[TickInput | None], answer: Sequence[bool]) -> list[TickOutput | None]:
+    def tick(
+        self, inputs: Sequence[TickInput | None], answer: Sequence[bool], idle: Idle | None = None
+    ) -> list[TickOutput | None]:
         outs: list[TickOutput | None] = []
         for shard, inp, want in zip(self.shards, inputs, answer):
             out = shard.tick(inp) if inp is not None else None
@@ -96,7 +113,7 @@ class InProcessBackend:
     def drain(self) -> list[TickOutput]:
         return self.late()
 
-    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+    def solve_border(self, tasks: dict[int, BorderTask], idle: Idle | None = None) -> dict[int, BorderResult]:
         return {s: self.shards[s].solve_border(t) for s, t in tasks.items()}
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ from matcher.core.driver_table import PING_REASONS, Pings
 from matcher.core.shard import Matches, TickInput, TickOutput
 from matcher.core.states import DriverStatus
 from matcher.dist.answer import doubtful_reports, needs_answer_routed
-from matcher.dist.backend import ShardBackend, ShardLostError
+from matcher.dist.backend import Idle, ShardBackend, ShardLostError
 from matcher.dist.memo import RouteMemo
 from matcher.dist.merge import REQUEST_UNITS, merge_step
 from matcher.dist.ring import popcount64
@@ -126,6 +126,7 @@ class Coordinator:
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["backend"] = None  # shards are rebuilt, never pickled
+        d.pop("idle", None)  # the caller's, set again after a resume
         return d
 
     def __setstate__(self, d: dict[str, Any]) -> None:
@@ -185,9 +186,25 @@ class Coordinator:
         on = self.known & (self.latest.status != DriverStatus.OFFLINE)
         return self.latest.lat[on], self.latest.lng[on]
 
-    def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        """The shard each pickup is routed to now (labels the `request` and `expire` events)."""
-        return self.router.route_requests(lat, lng)
+    def route_requests(self, lat: Any, lng: Any, idx: Any = None) -> I32Array:
+        """The shard each pickup is routed to now (labels the `request` and `expire` events).
+
+        ``idx``: the requests' indices; their answers are then remembered (`RouteMemo`), so
+        the tick that routes the same requests next finds them (the same answer while the
+        router's version stays)."""
+        if idx is None:
+            return self.router.route_requests(lat, lng)
+        (routed,) = self._remembered(
+            self._requests_memo,
+            np.asarray(idx, np.int64),
+            np.asarray(lat, np.float64),
+            np.asarray(lng, np.float64),
+            self._route_requests,
+        )
+        return routed.astype(np.int32, copy=False)
+
+    def _route_requests(self, lat: F64Array, lng: F64Array) -> tuple[I32Array]:
+        return (self.router.route_requests(lat, lng),)
 
     def _memberships(self, keys: I64Array, lat: F64Array, lng: F64Array) -> tuple[I32Array, U64Array]:
         """The router's (owner, member mask) of drivers, computed only for those that moved
@@ -249,10 +266,7 @@ class Coordinator:
         self.unsent[keys] |= mask
         if force:
             self._reset_next = [True] * self.k
-        (routed,) = self._remembered(
-            self._requests_memo, reqs.idx, reqs.lat, reqs.lng, lambda la, ln: (self.router.route_requests(la, ln),)
-        )
-        req_shard = routed.astype(np.int32, copy=False)
+        req_shard = self.route_requests(reqs.lat, reqs.lng, reqs.idx)
         pending = np.bincount(req_shard[req_shard >= 0], minlength=self.k)[: self.k].astype(np.int64)
         answer = needs_answer_routed(
             reqs, req_shard, self.k, now, self.latest, self.known, self.doubtful, self.member, self.compat, self.match
@@ -269,7 +283,7 @@ class Coordinator:
             if inp is not None:
                 inp.solve = want  # an answer known to be empty needs no solve either
         try:
-            outs = [o for o in self.backend.tick(inputs, answer) if o is not None]
+            outs = [o for o in self.backend.tick(inputs, answer, self.idle) if o is not None]
             lost = [o.shard for o in outs if o.restarted]
             while lost:
                 # a shard came back empty after a crash: rebuild it from the latest reports and
@@ -280,7 +294,7 @@ class Coordinator:
                 for s in lost:
                     inputs[s] = self._rebuild_input(s, inputs[s])  # type: ignore[arg-type]  # answered: sent
                 again = [inputs[s] if answer[s] else None for s in range(self.k)]
-                outs = [o for o in self.backend.tick(again, answer) if o is not None]
+                outs = [o for o in self.backend.tick(again, answer, self.idle) if o is not None]
                 lost = [o.shard for o in outs if o.restarted]
         except ShardLostError as e:
             self._lose(tick, e)
@@ -419,11 +433,12 @@ class Coordinator:
     def _solve_border(self, tasks: dict[int, Any]) -> dict[int, Any]:
         """Round 2 through the backend; an in-process backend runs it on this thread, so its CPU is set apart."""
         c0 = time.thread_time()
-        out = self.backend.solve_border(tasks)
+        out = self.backend.solve_border(tasks, self.idle)
         self._inline_border_ms = (time.thread_time() - c0) * 1e3
         return out
 
     _inline_border_ms = 0.0
+    idle: Idle | None = None  # the caller's other work, run while the backend waits (never pickled)
 
 
 _BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)

@@ -47,7 +47,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from matcher.config import MatchConfig, ShardConfig
 from matcher.core.shard import BorderResult, BorderTask, ShardState, TickInput, TickOutput
-from matcher.dist.backend import ShardLostError
+from matcher.dist.backend import Idle, ShardLostError
 from matcher.dist.channel import Channel, ChannelClosed, ChannelError, ChannelServer, ChannelTimeout
 from matcher.dist.runmode import RayTarget
 from matcher.dist.wire import (
@@ -306,7 +306,9 @@ class RayBackend:
         return pids
 
     # ---------------------------------------------------------------- the tick
-    def tick(self, inputs: Sequence[TickInput | None], answer: Sequence[bool]) -> list[TickOutput | None]:
+    def tick(
+        self, inputs: Sequence[TickInput | None], answer: Sequence[bool], idle: Idle | None = None
+    ) -> list[TickOutput | None]:
         t0 = time.perf_counter()
         asked: dict[int, Any] = {}
         for s, inp in enumerate(inputs):
@@ -322,6 +324,7 @@ class RayBackend:
                 self._post(s)
         outs: list[TickOutput | None] = [None] * self.n_shards
         if asked:
+            self._meanwhile(asked, idle)
             deadline = time.monotonic() + self.cfg.tick_timeout_s
             for s, ref in asked.items():
                 last = inputs[s]
@@ -330,7 +333,17 @@ class RayBackend:
             self.call_ms.append((time.perf_counter() - t0) * 1e3)
         return outs
 
-    def solve_border(self, tasks: dict[int, BorderTask]) -> dict[int, BorderResult]:
+    def _meanwhile(self, calls: dict[int, Any], idle: Idle | None) -> None:
+        """Run the caller's other work (``idle``) until every call in ``calls`` has its reply
+        or there is no work left. One piece at a time: the wait outlasts the replies by at most
+        one piece of work."""
+        if idle is None:
+            return
+        waiting = list(calls.items())
+        while waiting and idle():
+            waiting = [(s, h) for s, h in waiting if not self._calls[s].finished([h])[0]]
+
+    def solve_border(self, tasks: dict[int, BorderTask], idle: Idle | None = None) -> dict[int, BorderResult]:
         """Round 2: one call per shard with border work, in parallel (a task is a pure function: safe to retry).
 
         Called only on ticks with border work, after `tick`, so it follows that tick's input on
@@ -340,6 +353,7 @@ class RayBackend:
         t0 = time.perf_counter()
         refs = {s: self._calls[s].submit(BORDER, to_bytes(t)) for s, t in tasks.items()}
         self.calls += len(refs)
+        self._meanwhile(refs, idle)
         out = {}
         deadline = time.monotonic() + self.cfg.tick_timeout_s
         for s, ref in refs.items():

@@ -72,7 +72,7 @@ class EventLog:
         self.seq = first_seq
         self._buf: dict[str, list] = {c: [] for c in self._COLS}
         self.counts = np.zeros(len(EVENT_KINDS), np.int64)
-        # (lat, lng) -> shard: labels the `request` and `expire` events with the shard the
+        # (lat, lng, request index) -> shard: labels the `request` and `expire` events with the shard the
         # request was routed to when they happened (set by the replay; see label_shards)
         self.locate = None
         self._labelled = 0  # rows of the buffer already labelled
@@ -142,7 +142,8 @@ class EventLog:
         if todo.size:
             lat = np.asarray(b["lat"][lo:], np.float64)[todo]
             lng = np.asarray(b["lng"][lo:], np.float64)[todo]
-            for i, s in zip((lo + todo).tolist(), np.asarray(self.locate(lat, lng)).tolist()):
+            req = np.asarray(b["req"][lo:], np.int64)[todo]
+            for i, s in zip((lo + todo).tolist(), np.asarray(self.locate(lat, lng, req)).tolist()):
                 b["shard"][i] = int(s)
         self._labelled = n
 

@@ -6,12 +6,15 @@ carries the smoothed state and a resumed run continues it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from matcher.config import SurgeConfig
 from matcher.core import surge
 from matcher.core.states import DriverStatus
 from matcher.io.eventlog import CellLog
+from matcher.sim.world import position_on
 
 
 class ReplayCells:
@@ -24,9 +27,19 @@ class ReplayCells:
 
     def tick(self, world, k: int, t: float, pending_idx: np.ndarray) -> None:
         """Demand: the requests pending at this tick; supply: the drivers available at it."""
-        rc = surge.cells_of(world.r.plat[pending_idx], world.r.plng[pending_idx], self.cfg)
-        keys = np.flatnonzero(world.status == int(DriverStatus.AVAILABLE))
-        lat, lng, _, _ = world.position(keys, t)
+        self.snapshot(world, k, t, pending_idx)()
+
+    def snapshot(self, world, k: int, t: float, pending_idx: np.ndarray) -> Callable[[], None]:
+        """What :meth:`tick` reads of the world now; the returned job does the rest (the cells,
+        the surge step, the row), and reads nothing that changes after this call. Jobs must run
+        in order (:class:`matcher.sim.deferred.Deferred`)."""
+        rlat, rlng = world.r.plat[pending_idx], world.r.plng[pending_idx]  # copies
+        seg = world.segments(np.flatnonzero(world.status == int(DriverStatus.AVAILABLE)))
+        return lambda: self._step(k, t, rlat, rlng, seg)
+
+    def _step(self, k: int, t: float, rlat, rlng, seg) -> None:
+        lat, lng, _, _ = position_on(seg, t)
+        rc = surge.cells_of(rlat, rlng, self.cfg)
         dc = surge.cells_of(lat, lng, self.cfg)
         dt = t - self.last_t if np.isfinite(self.last_t) else np.inf
         self.last_t = t

@@ -36,6 +36,7 @@ from matcher.io.schemas import SHARDS
 from matcher.sim import fleet as fleet_mod
 from matcher.sim import interrupt, scenario
 from matcher.sim.cells import ReplayCells
+from matcher.sim.deferred import Deferred
 from matcher.sim.world import Fleet, Requests, World
 
 _log = logging.getLogger("matcher")
@@ -93,6 +94,7 @@ class LoopState:
     failed_ticks: int = 0
     next_checkpoint: float = 0.0
     cells: ReplayCells | None = None  # OUT/cells.parquet (surge per cell and tick)
+    deferred: Deferred | None = None  # jobs of past ticks (the cells), run while shards solve; not pickled
     # OUT/ticks.parquet and OUT/shards.parquet, staged at every checkpoint: `ticks` and the
     # coordinator's per-shard rows hold only the rows since the last one (a checkpoint's
     # cost does not grow with the run; checkpoints of older releases hold every row)
@@ -102,6 +104,11 @@ class LoopState:
     last_ts: float = 0.0  # simulated seconds of the latest tick row staged
     inputs_fp: dict | None = None  # what the run was made from (matcher.io.fingerprint), checked on resume
     options_fp: dict | None = None
+
+    def __getstate__(self) -> dict:
+        d = dict(self.__dict__)
+        d["deferred"] = None  # drained before every checkpoint; its jobs are closures
+        return d
 
 
 def run_replay(
@@ -325,7 +332,10 @@ def _run(
         st.t0_ms = t0_ms
         log.locate = coord.route_requests  # `shard` of the request and expire events
         base_wall = st.wall_before
+        st.deferred = Deferred()
+        coord.idle = st.deferred.run_one  # the surge cells of past ticks, while the shards solve
         _loop(cfg, world, coord, locations, progress, st, lambda: base_wall + time.perf_counter() - wall0)
+        st.deferred.drain()
         coord.finish()  # the shard inputs sent without waiting: done, refusals counted
     finally:
         backend.close()
@@ -376,6 +386,8 @@ def _checkpoint(cfg: RunConfig, world: World, coord: Coordinator, locations, st:
         locations.flush()
     st.wall_before = wall_so_far
     coord.finish()
+    if st.deferred is not None:
+        st.deferred.drain()  # the cells of every tick before this one are in
     if st.cells is not None:
         st.cells.flush()
     _stage_rows(st, coord)
@@ -489,9 +501,15 @@ def _ticks(cfg: RunConfig, world: World, coord: Coordinator, locations, bar, st:
                 st.failed_ticks += 1
                 _log.warning("tick %d failed (%s: %s); its requests wait for the next tick", k, type(e).__name__, e)
                 continue
+            if st.deferred is not None:
+                st.deferred.check()  # a surge-cells job that failed while this tick's shards solved
             world.apply_matches(t, k, m.req, m.key, m.eta, m.dist, m.lat, m.lng, shard_of)
             if st.cells is not None:
-                st.cells.tick(world, k, t, idx)
+                job = st.cells.snapshot(world, k, t, idx)
+                if st.deferred is not None:
+                    st.deferred.add(job)  # runs while a later tick's shards solve (or at a limit)
+                else:
+                    job()
             for name, v in (
                 ("tick", k),
                 ("ts", t),

@@ -256,16 +256,19 @@ class World:
     # -------------------------------------------------------------- positions
     def position(self, keys: np.ndarray, ts):
         """(lat, lng, heading, speed) of drivers at time(s) ts, along their segment (see kinematics)."""
-        t0, t1 = self.t0[keys], self.t1[keys]
-        span = t1 - t0
-        safe = np.where(span > 0, span, 1.0)
-        a = np.where(span > 0, np.clip((ts - t0) / safe, 0.0, 1.0), 1.0)
-        lat0, lng0, lat1, lng1 = self.lat0[keys], self.lng0[keys], self.lat1[keys], self.lng1[keys]
-        dist = geo.haversine_m(lat0, lng0, lat1, lng1)
-        lat, lng, hd = kinematics.interpolate(lat0, lng0, lat1, lng1, a, self.heading[keys], dist)
-        moving = (span > 0) & (ts < t1) & (ts >= t0)
-        speed = np.where(moving, dist / safe, 0.0).astype(np.float32)
-        return lat, lng, hd, speed
+        return position_on(self.segments(keys), ts)
+
+    def segments(self, keys: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The current segments of drivers ``keys`` (copies): what :func:`position_on` reads."""
+        return (
+            self.t0[keys],
+            self.t1[keys],
+            self.lat0[keys],
+            self.lng0[keys],
+            self.lat1[keys],
+            self.lng1[keys],
+            self.heading[keys],
+        )
 
     def _state1(self, k: int, t: float) -> tuple[float, float, float, float]:
         """:meth:`position` of one driver, in plain floats (same numbers, no numpy overhead)."""
@@ -584,3 +587,16 @@ class World:
     def pending_batch(self, t: float):
         idx = np.fromiter(sorted(self.pending), np.int64, len(self.pending))
         return idx, t - self.r.t[idx]
+
+
+def position_on(segments: tuple[np.ndarray, ...], ts):
+    """(lat, lng, heading, speed) at time(s) ts along segments (``World.segments``; see kinematics)."""
+    t0, t1, lat0, lng0, lat1, lng1, heading = segments
+    span = t1 - t0
+    safe = np.where(span > 0, span, 1.0)
+    a = np.where(span > 0, np.clip((ts - t0) / safe, 0.0, 1.0), 1.0)
+    dist = geo.haversine_m(lat0, lng0, lat1, lng1)
+    lat, lng, hd = kinematics.interpolate(lat0, lng0, lat1, lng1, a, heading, dist)
+    moving = (span > 0) & (ts < t1) & (ts >= t0)
+    speed = np.where(moving, dist / safe, 0.0).astype(np.float32)
+    return lat, lng, hd, speed
