@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from matcher.core import geo
 from matcher.dist.balance import CurveRegions
-from matcher.dist.curve import KEY_PRECISION, NO_KEY, cell_ranges, point_keys
+from matcher.dist.curve import KEY_BITS, KEY_PRECISION, NO_KEY, cell_ranges, hilbert_index, point_keys
 from matcher.dist.halo import Halo
 
 __all__ = ["LoadRouter"]
@@ -76,6 +77,7 @@ class LoadRouter:
         self.k = n_shards
         self._hp = halo_precision
         self._shift = _U64(5 * (KEY_PRECISION - halo_precision))
+        self._half = _U64(5 * (KEY_PRECISION - halo_precision) // 2)  # bits per axis between the two grids
         self.request_weight = float(request_weight)
         self.rebalance_ticks = int(rebalance_ticks)
         self.tolerance = float(rebalance_tolerance)
@@ -108,7 +110,12 @@ class LoadRouter:
         return self.regions.range_masks(lo, hi)
 
     def _cell_owners(self, cells: U64Array) -> I32Array:
-        return np.full(cells.shape, -1, np.int32)  # owners are resolved per point (a cut may cross a cell)
+        """The shard owning every key of each halo cell; -1 where a cut crosses the cell (its
+        points are resolved one by one). A cut crosses one cell of each precision, so almost
+        every driver's owner is its cell's."""
+        lo, hi = cell_ranges(cells, self._hp)
+        first, last = self.regions.owners(lo), self.regions.owners(hi - _U64(1))
+        return np.where(first == last, first, -1).astype(np.int32)
 
     def route_requests(self, lat: Any, lng: Any) -> I32Array:
         """Shard of each point: the run of the curve its key falls in; -1 for invalid coordinates."""
@@ -129,14 +136,22 @@ class LoadRouter:
         la, ln = np.broadcast_arrays(np.asarray(lat, np.float64), np.asarray(lng, np.float64))
         shape = la.shape
         la, ln = la.reshape(-1), ln.reshape(-1)
-        keys, cells8 = point_keys(la, ln)
-        valid = keys != NO_KEY
-        own = self.regions.owners(keys)
-        own[~valid] = -1
-        mask = np.zeros(keys.shape, np.uint64)
-        if valid.any():
-            cells = cells8[valid] >> self._shift
-            _, mask[valid] = self.halo.memberships(cells, la[valid], ln[valid])
+        own = np.full(la.shape, -1, np.int32)
+        mask = np.zeros(la.shape, np.uint64)
+        valid = geo.valid_coords(la, ln)
+        if not valid.all():
+            la, ln = la[valid], ln[valid]
+        if la.size:
+            # the key grid's cell of each point, then its halo cell (the same bits, fewer of them):
+            # the owner is the halo cell's, and a point's own key is computed only in a cell
+            # that a cut crosses
+            ilat, ilng = geo.cell_indices(la, ln, KEY_PRECISION)
+            cells = geo.interleave(ilat >> self._half, ilng >> self._half, self._hp)
+            cell_own, m = self.halo.memberships(cells, la, ln)
+            split = np.flatnonzero(cell_own < 0)
+            if split.size:
+                cell_own[split] = self.regions.owners(hilbert_index(ilng[split], ilat[split], KEY_BITS))
+            own[valid], mask[valid] = cell_own, m
         return own.reshape(shape), mask.reshape(shape)
 
     def due(self) -> bool:
