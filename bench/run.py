@@ -1,8 +1,11 @@
 """Run the benchmarks: ``python -m bench.run [--quick] [--only NAME,...] [--out bench/results/latest.json]``.
 
-Writes ``{"machine": {...}, "figures": {NAME: {"value", "unit", "target", "better", "ok", "note"}}}``
-and prints a table. Every figure is measured for real in this run (medians over
-repeats; ratios measured side by side in the same run). ``--quick`` shrinks
+Writes ``{"machine": {...}, "figures": {NAME: {"value", "unit", "target", "better", "ok", "note",
+"measured_on"}}}`` and prints a table. Every figure is measured for real (medians over
+repeats; ratios measured side by side in the same run); ``machine`` is this run's, and
+with ``--only`` the figures not named are kept from the file, so each figure's
+``measured_on`` names the CPU and date of its own measurement (figures kept from before
+that field existed lack it). ``--quick`` shrinks
 every size for a smoke run (< 60 s) and skips Ray and the 1M-request replay.
 """
 
@@ -206,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         for f, v in got.items():
             v["seconds"] = round(time.perf_counter() - t0, 1)
             v["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine inflates wall times
+            # --only keeps the other figures, measured on other days and maybe other machines
+            v["measured_on"] = {"cpu": results["machine"]["cpu"], "date": results["machine"]["date"]}
             results["figures"][f] = v
             ctx.log(f"  {f} = {_fmt(v['value'])} {v['unit']} ({'ok' if v['ok'] else 'MISS'}) - {v['note']}")
         # write after every figure: a long run that dies keeps what it measured
