@@ -64,6 +64,7 @@ class Run:
     answered: list[int] = field(default_factory=list)  # per tick: shards waited for
     unanswered: int = 0  # inputs sent without waiting
     border: list[int] = field(default_factory=list)  # per round 2: shards given contested components
+    idle_calls: int = 0  # the caller's work the backend ran while it waited (matcher.sim.deferred)
 
 
 class _Timed:
@@ -73,10 +74,20 @@ class _Timed:
         self.inner, self.sink, self.run = inner, sink, run
         self.n_shards = inner.n_shards
 
+    def _counted(self, idle):
+        if idle is None:
+            return None
+
+        def counted():
+            self.run.idle_calls += 1
+            return idle()
+
+        return counted
+
     def tick(self, inputs, answer, idle=None):
         t0 = time.perf_counter()
         try:
-            return self.inner.tick(inputs, answer, idle)
+            return self.inner.tick(inputs, answer, self._counted(idle))
         finally:
             self.sink.append((time.perf_counter() - t0) * 1e3)
             self.run.answered.append(sum(answer))
@@ -84,7 +95,7 @@ class _Timed:
 
     def solve_border(self, tasks, idle=None):
         self.run.border.append(len(tasks))
-        return self.inner.solve_border(tasks, idle)
+        return self.inner.solve_border(tasks, self._counted(idle))
 
     def late(self):
         return self.inner.late()
@@ -193,6 +204,8 @@ def test_local_ray_gives_the_inprocess_log(ray_session, golden, small_trace, tmp
     _assert_same_run(run.out, golden.out)
     ticks, waited = len(golden.tick_ms), sum(run.answered)
     assert run.answered == golden.answered  # the same shards waited for, tick by tick
+    # the surge cells of past ticks ran while the shards solved; in process nothing waits
+    assert run.idle_calls > 0 and golden.idle_calls == 0, (run.idle_calls, golden.idle_calls)
     assert run.border == golden.border  # the same round-2 tasks
     assert len(run.call_ms) == sum(1 for a in run.answered if a)  # one gather per tick that needs one, no retries
     # Every actor call is accounted for, exactly: one per shard that must answer at its tick (its
