@@ -76,8 +76,6 @@ class LoadRouter:
         self.regions = CurveRegions(n_shards)
         self.k = n_shards
         self._hp = halo_precision
-        self._shift = _U64(5 * (KEY_PRECISION - halo_precision))
-        self._half = _U64(5 * (KEY_PRECISION - halo_precision) // 2)  # bits per axis between the two grids
         self.request_weight = float(request_weight)
         self.rebalance_ticks = int(rebalance_ticks)
         self.tolerance = float(rebalance_tolerance)
@@ -95,6 +93,11 @@ class LoadRouter:
         self.moves: list[float] = []  # share of the load each rebalance moved (for the run's record)
 
     # ---------------------------------------------------------- Router protocol
+
+    @property
+    def _half(self) -> np.uint64:
+        """Bits per axis between the key grid and the halo grid (derived: older checkpoints lack it)."""
+        return _U64(5 * (KEY_PRECISION - self._hp) // 2)
 
     @property
     def version(self) -> int:

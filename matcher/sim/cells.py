@@ -25,14 +25,11 @@ class ReplayCells:
         self.state = surge.SurgeState.empty()
         self.last_t = -np.inf
 
-    def tick(self, world, k: int, t: float, pending_idx: np.ndarray) -> None:
-        """Demand: the requests pending at this tick; supply: the drivers available at it."""
-        self.snapshot(world, k, t, pending_idx)()
-
     def snapshot(self, world, k: int, t: float, pending_idx: np.ndarray) -> Callable[[], None]:
-        """What :meth:`tick` reads of the world now; the returned job does the rest (the cells,
-        the surge step, the row), and reads nothing that changes after this call. Jobs must run
-        in order (:class:`matcher.sim.deferred.Deferred`)."""
+        """One tick's cells. Demand: the requests pending at this tick; supply: the drivers
+        available at it. Copies what it reads of the world now; the returned job does the rest
+        (the cells, the surge step, the row) and reads nothing that changes after this call.
+        Jobs must run in order (:class:`matcher.sim.deferred.Deferred`)."""
         rlat, rlng = world.r.plat[pending_idx], world.r.plng[pending_idx]  # copies
         seg = world.segments(np.flatnonzero(world.status == int(DriverStatus.AVAILABLE)))
         return lambda: self._step(k, t, rlat, rlng, seg)

@@ -477,6 +477,8 @@ def _loop(cfg: RunConfig, world: World, coord: Coordinator, locations, progress,
 def _ticks(cfg: RunConfig, world: World, coord: Coordinator, locations, bar, st: LoopState, wall) -> None:
     sim = cfg.sim
     step = sim.step_s
+    deferred = st.deferred
+    assert deferred is not None  # set by _run
     if not (math.isfinite(step) and step > 0):  # the guard, part one: a step that cannot advance time
         raise MatcherError(f"the tick step must be a finite number of seconds > 0, got {step} (policy {sim.policy})")
     last_t = -math.inf
@@ -531,15 +533,10 @@ def _ticks(cfg: RunConfig, world: World, coord: Coordinator, locations, bar, st:
                 st.failed_ticks += 1
                 _log.warning("tick %d failed (%s: %s); its requests wait for the next tick", k, type(e).__name__, e)
                 continue
-            if st.deferred is not None:
-                st.deferred.check()  # a surge-cells job that failed while this tick's shards solved
+            deferred.check()  # a surge-cells job that failed while this tick's shards solved
             world.apply_matches(t, k, m.req, m.key, m.eta, m.dist, m.lat, m.lng, shard_of)
             if st.cells is not None:
-                job = st.cells.snapshot(world, k, t, idx)
-                if st.deferred is not None:
-                    st.deferred.add(job)  # runs while a later tick's shards solve (or at a limit)
-                else:
-                    job()
+                deferred.add(st.cells.snapshot(world, k, t, idx))  # runs while a later tick's shards solve
             for name, v in (
                 ("tick", k),
                 ("ts", t),
