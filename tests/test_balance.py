@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from matcher.core import geo
 from matcher.dist.balance import CurveRegions
+from matcher.dist.cellgrid import UNKNOWN, CellGrid
 from matcher.dist.curve import KEY_PRECISION, NO_KEY, cell_ranges, hilbert_index, keys_of_cells, point_keys
 from matcher.dist.loadmap import LoadRouter
 
@@ -209,10 +210,13 @@ def _clip(lat, lng):
 
 
 def _answers_as_an_empty_cache(router, radius, lat, lng, own, mask) -> None:
-    """The halo cache, refreshed at every change of the cuts, answers as an empty one does."""
+    """The halo cache and the cell grid, refreshed at every change of the cuts, answer as an
+    empty halo cache does cell by cell (a router whose grid may hold no cell)."""
     fresh = LoadRouter(router.k, radius_m=radius)
+    fresh._grid = CellGrid(max_cells=0)
     fresh.regions.cuts, fresh.regions.version = router.regions.cuts.copy(), router.regions.version
     f_own, f_mask = fresh.memberships(lat, lng)
+    assert fresh._grid.h == 0
     assert (f_own == own).all() and (f_mask == mask).all()
 
 
@@ -242,6 +246,46 @@ def test_partition_and_halo_hold_after_any_sequence_of_rebalances(city):
         assert seen[near].all()
         # the drivers move a little: the next answers come partly from cells cached before the change
         dlat, dlng = _clip(dlat + rng.normal(0, spread / 10, dlat.size), dlng + rng.normal(0, spread / 10, dlng.size))
+
+
+@settings(max_examples=60, deadline=None)
+@given(cities(), st.integers(1, 40), st.integers(1, 40))
+def test_a_window_of_halo_cells_answers_as_each_cell_does(city, h, w):
+    """`Halo.window` (every cell of a window at once) against `Halo.memberships` of each cell."""
+    lat0, lng0, spread, k, seed, _, radius = city
+    rng = np.random.default_rng(seed)
+    router = LoadRouter(k, radius_m=radius)
+    qlat, qlng = _clip(lat0 + rng.normal(0, spread, 200), lng0 + rng.normal(0, spread, 200))
+    router.observe(qlat, qlng, qlat, qlng)
+    hp = router._hp
+    r, c = geo.cell_indices(np.array([lat0]), np.array([lng0]), hp)
+    r0, c0 = int(r[0]) - h // 2, int(c[0]) - w // 2
+    got = router.halo.window(r0, c0, h, w)
+    nrows = ncols = 1 << (5 * hp // 2)
+    a = router.halo.rows
+    if r0 - a < 0 or r0 + h + a > nrows or c0 < 0 or c0 + w > ncols:
+        assert got is None  # a pole or the antimeridian within reach: cell by cell
+        return
+    if got is None:  # only where the halo's columns pass the window's margin
+        return
+    R, C = np.meshgrid(np.arange(r0, r0 + h, dtype=np.uint64), np.arange(c0, c0 + w, dtype=np.uint64), indexing="ij")
+    cells = geo.interleave(R.reshape(-1), C.reshape(-1), hp)
+    zero = np.zeros(cells.size)
+    own, mask = router.halo.memberships(cells, zero, zero)
+    assert got[0].reshape(-1).tolist() == own.tolist()
+    assert got[1].reshape(-1).tolist() == mask.tolist()
+
+
+def test_the_cell_grid_answers_unknown_outside_its_window_and_grows_within_its_bound():
+    g = CellGrid(max_cells=400)
+    row, col = np.array([5, 6], np.uint64), np.array([7, 9], np.uint64)
+    assert g.get(row, col)[0].tolist() == [UNKNOWN, UNKNOWN]
+    r0, c0, h, w = g.grown(row, col)
+    assert (r0, c0) == (0, 0) and r0 + h > 6 and c0 + w > 9 and h * w <= 400
+    g.fill(r0, c0, np.arange(h * w, dtype=np.int32).reshape(h, w), np.ones((h, w), np.uint64))
+    own, mask = g.get(np.array([5, 6, 500], np.uint64), np.array([7, 9, 0], np.uint64))
+    assert own.tolist() == [5 * w + 7, 6 * w + 9, UNKNOWN] and mask.tolist() == [1, 1, 0]
+    assert g.grown(np.array([500], np.uint64), np.array([0], np.uint64)) is None  # past max_cells
 
 
 def test_router_answers_invalid_points_and_shapes():

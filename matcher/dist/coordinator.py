@@ -208,7 +208,10 @@ class Coordinator:
 
     def _memberships(self, keys: I64Array, lat: F64Array, lng: F64Array) -> tuple[I32Array, U64Array]:
         """The router's (owner, member mask) of drivers, computed only for those that moved
-        (or after the router changed): `RouteMemo`."""
+        (or after the router changed): `RouteMemo`. A router that keeps its answers per cell
+        (``per_cell``) is asked directly: a memo per driver would cost more than it saves."""
+        if self.router.per_cell:
+            return self.router.memberships(lat, lng)
         own, mask = self._remembered(self._drivers_memo, keys, lat, lng, self.router.memberships)
         return own, mask  # type: ignore[return-value]  # the memo's dtypes are (int32, uint64)
 

@@ -20,7 +20,8 @@ its bit in ``memberships(d)[1]`` (also with ``tight=True``). The mask is
 conservative: a bit means "may be within reach", never "is".
 
 Masks are computed once per halo cell and cached, so a batch of pings costs one
-encode and one sorted lookup per driver. When ownership changes, `refresh`
+encode and one sorted lookup per driver; `window` answers a whole window of
+cells at once (the load router keeps one, `matcher.dist.cellgrid`). When ownership changes, `refresh`
 computes the cached cells again in one call (`invalidate` drops them): a
 rebalance of a small city every minute would otherwise make the next ticks
 compute their cells again a few at a time, each call paying the fixed cost.
@@ -218,6 +219,47 @@ class Halo:
             "lng0": lng0,
             "dl": dl,
         }
+
+    def window(self, r0: int, c0: int, h: int, w: int) -> tuple[I32Array, U64Array] | None:
+        """(owner int32, mask uint64), each (h, w), of the halo cells in rows r0..r0+h-1 and
+        columns c0..c0+w-1 of the grid: the same answers as `memberships` gives them (non-tight),
+        computed for the whole window at once. None for a window whose halos reach a pole or
+        wrap around the antimeridian (then ask `memberships`).
+
+        A cell's mask is the OR of the cell masks over its (2a+1) x (2k+1) block, with k taken
+        at the row's poleward edge (`_compute`); the blocks of a window are shifted copies of
+        one another, so the window costs a few array operations per row and column of a block
+        instead of an expansion of every block.
+        """
+        a = self._rows
+        rows = np.arange(r0, r0 + h, dtype=np.uint64)
+        edge_cells = geo.interleave(rows, np.full(h, c0, np.uint64), self._hp)
+        lat0, lat1, _, _ = geo.bounds_int(edge_cells, self._hp)
+        k = self.halo_columns(np.maximum(np.abs(lat0), np.abs(lat1)))
+        kmax = int(k.max())
+        if r0 - a < 0 or r0 + h + a > self._nrows or c0 - kmax < 0 or c0 + w + kmax > self._ncols:
+            return None
+        if 2 * kmax + 1 >= self._ncols:
+            return None
+        # the cell masks of the window and its margin: a rows above and below, kmax columns each side
+        rr = np.arange(r0 - a, r0 + h + a, dtype=np.uint64)
+        cc = np.arange(c0 - kmax, c0 + w + kmax, dtype=np.uint64)
+        R, C = np.meshgrid(rr, cc, indexing="ij")
+        cells = geo.interleave(R.reshape(-1), C.reshape(-1), self._hp)
+        own_masks = self._cell_masks(cells).reshape(rr.size, cc.size)
+        mask = np.zeros((h, w), np.uint64)
+        for kk in np.unique(k).tolist():
+            across = np.zeros((rr.size, w), np.uint64)  # OR over columns c-kk .. c+kk
+            for dc in range(-kk, kk + 1):
+                across |= own_masks[:, kmax + dc : kmax + dc + w]
+            block = np.zeros((h, w), np.uint64)  # ... and over rows r-a .. r+a
+            for dr in range(2 * a + 1):
+                block |= across[dr : dr + h]
+            at = k == kk
+            mask[at] = block[at]
+        inner = (slice(a, a + h), slice(kmax, kmax + w))
+        owner = self._cell_owners(geo.interleave(R[inner].reshape(-1), C[inner].reshape(-1), self._hp))
+        return owner.reshape(h, w), mask
 
     def _block_masks(self, row: I64Array, first: I64Array, width: I64Array) -> tuple[U64Array, I64Array]:
         """Owner masks (uint64) of the (2a+1) x width cell blocks, flat, and each block's start.

@@ -17,13 +17,20 @@ drivers whose owner or halo changed are sent again (see the coordinator).
 
 A rebalance also needs the busiest shard to carry more than
 ``rebalance_min_excess`` load units above the mean (ShardConfig: 250, about
-250 drivers). A rebalance costs the coordinator a halo refresh (measured: 1.26 s
-for 148 refreshes on a 500-driver city, 8.5 ms each) and a re-route of every
-driver, and the shards the resent drivers, while a few dozen drivers more on one
-shard add little to its tick. On a small city the ratio alone is noise: 4 shards of 125 drivers cross 1.1
+250 drivers). A rebalance costs the coordinator a re-route of every driver and
+the answers of its cell grid computed again (1.3 ms for the 132 x 105 halo cells
+of a 500-driver city), and the shards the resent drivers, while a few dozen
+drivers more on one shard add little to its tick. On a small city the ratio alone is noise: 4 shards of 125 drivers cross 1.1
 when 13 drivers drive over a cut, and a 3 h night of a 500-driver city
 rebalanced 148 times in 185 checks (2 times with 250). On a metro (12,500
 drivers per shard at 4 shards) the ratio binds first and nothing changes.
+
+Routing a driver: its halo cell's (owner, mask) is read from a dense window of
+halo cells (`CellGrid`), all of it answered at once by `Halo.window` when it
+grows and when the cuts move; the point's own key is computed only in a cell a
+cut crosses. Cells outside the window (it holds at most ``CellGrid.max_cells``;
+near a pole or the antimeridian it holds none) are answered by the halo cache
+cell by cell. The answers are the same either way (tests/test_balance.py).
 
 Guarantees: partition (every point has exactly one owner) and halo (the shard
 of any request within ``radius_m`` of a driver has the driver's bit), after
@@ -39,6 +46,7 @@ import numpy.typing as npt
 
 from matcher.core import geo
 from matcher.dist.balance import CurveRegions
+from matcher.dist.cellgrid import UNKNOWN, CellGrid
 from matcher.dist.curve import KEY_BITS, KEY_PRECISION, NO_KEY, cell_ranges, hilbert_index, point_keys
 from matcher.dist.halo import Halo
 
@@ -83,6 +91,7 @@ class LoadRouter:
         self.max_move = 1.0 / n_shards if max_move is None else float(max_move)
         self.halo = Halo(halo_precision, radius_m, self._cell_masks, self._cell_owners)
         self._halo_version = self.regions.version
+        self._grid = CellGrid()  # each halo cell's (owner, mask) under the current regions
         self._placed = False
         # the pending pickups of each tick since the last rebalance, keyed only when a rebalance
         # reads them (one call for all ticks, not one per tick); `_demand`: keys, in checkpoints
@@ -107,6 +116,19 @@ class LoadRouter:
         if self._halo_version != self.regions.version:
             self.halo.refresh()
             self._halo_version = self.regions.version
+            g = self._grid
+            if g.h:  # the same window, answered again under the new regions
+                self._fill((g.r0, g.c0, g.h, g.w))
+
+    def _fill(self, window: tuple[int, int, int, int] | None) -> bool:
+        """Answer every cell of ``window`` (r0, c0, h, w) in the grid. False, and the grid as it
+        was, if there is no window (too wide) or the halo cannot compute it at once (near a
+        pole or across the antimeridian)."""
+        got = self.halo.window(*window) if window is not None else None
+        if window is None or got is None:
+            return False
+        self._grid.fill(window[0], window[1], *got)
+        return True
 
     def _cell_masks(self, cells: U64Array) -> U64Array:
         lo, hi = cell_ranges(cells, self._hp)
@@ -121,11 +143,22 @@ class LoadRouter:
         return np.where(first == last, first, -1).astype(np.int32)
 
     def route_requests(self, lat: Any, lng: Any) -> I32Array:
-        """Shard of each point: the run of the curve its key falls in; -1 for invalid coordinates."""
+        """Shard of each point: the run of the curve its key falls in; -1 for invalid coordinates.
+
+        The owner of the point's halo cell where a driver's routing has stored it (`CellGrid`)
+        and no cut crosses the cell; the point's own key elsewhere. Same answer either way."""
+        self._sync()
         shape = np.broadcast_shapes(np.shape(lat), np.shape(lng))
-        keys, _ = point_keys(*np.broadcast_arrays(np.asarray(lat, np.float64), np.asarray(lng, np.float64)))
-        own = self.regions.owners(keys)
-        own[keys == NO_KEY] = -1
+        la, ln = (a.reshape(-1) for a in np.broadcast_arrays(np.asarray(lat, np.float64), np.asarray(lng, np.float64)))
+        valid = geo.valid_coords(la, ln)
+        if not valid.all():
+            la, ln = np.where(valid, la, 0.0), np.where(valid, ln, 0.0)
+        ilat, ilng = geo.cell_indices(la, ln, KEY_PRECISION)
+        own, _ = self._grid.get(ilat >> self._half, ilng >> self._half)
+        todo = np.flatnonzero(own < 0)
+        if todo.size:
+            own[todo] = self.regions.owners(hilbert_index(ilng[todo], ilat[todo], KEY_BITS))
+        own[~valid] = -1
         return own.reshape(shape)
 
     def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
@@ -149,8 +182,15 @@ class LoadRouter:
             # the owner is the halo cell's, and a point's own key is computed only in a cell
             # that a cut crosses
             ilat, ilng = geo.cell_indices(la, ln, KEY_PRECISION)
-            cells = geo.interleave(ilat >> self._half, ilng >> self._half, self._hp)
-            cell_own, m = self.halo.memberships(cells, la, ln)
+            hlat, hlng = ilat >> self._half, ilng >> self._half
+            cell_own, m = self._grid.get(hlat, hlng)
+            new = np.flatnonzero(cell_own == UNKNOWN)
+            if new.size and self._fill(self._grid.grown(hlat[new], hlng[new])):  # outside the window: widen it
+                cell_own[new], m[new] = self._grid.get(hlat[new], hlng[new])
+                new = new[cell_own[new] == UNKNOWN]
+            if new.size:  # no window holds them: from the halo, cell by cell
+                cells = geo.interleave(hlat[new], hlng[new], self._hp)
+                cell_own[new], m[new] = self.halo.memberships(cells, la[new], ln[new])
             split = np.flatnonzero(cell_own < 0)
             if split.size:
                 cell_own[split] = self.regions.owners(hilbert_index(ilng[split], ilat[split], KEY_BITS))
@@ -195,6 +235,7 @@ class LoadRouter:
     def __setstate__(self, d: dict[str, Any]) -> None:
         d.setdefault("_demand_pts", [])  # a checkpoint of an older release: its demand is keyed
         d.setdefault("min_excess", 0.0)  # ... and it rebalanced on the ratio alone
+        d.setdefault("_grid", CellGrid())  # ... and had no grid of cell answers
         self.__dict__.update(d)
 
     def _demand_keys(self) -> U64Array:

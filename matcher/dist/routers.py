@@ -28,7 +28,13 @@ DriverPositions = Callable[[], tuple[F64Array, F64Array]]
 
 
 class Router(Protocol):
-    """Where drivers and requests go. ``version`` changes whenever any answer may change."""
+    """Where drivers and requests go. ``version`` changes whenever any answer may change.
+
+    ``per_cell``: the router keeps its answers per cell, so asking it for a driver that moved
+    costs about as much as a lookup of the driver's last answer (the coordinator then keeps no
+    memo of its own in front of it)."""
+
+    per_cell: bool
 
     @property
     def version(self) -> int: ...
@@ -58,6 +64,7 @@ class SingleRouter:
     """Everything on shard 0 (one shard: no borders)."""
 
     version = 0
+    per_cell = False
 
     def memberships(self, lat: Any, lng: Any) -> tuple[I32Array, U64Array]:
         n = len(lat)
@@ -76,6 +83,8 @@ class SingleRouter:
 class GeoRouter:
     """Geohash regions on a consistent-hash ring (:class:`matcher.dist.sharding.RegionMap`),
     with hot regions split when their smoothed load passes ``hot_split_load``."""
+
+    per_cell = False  # tight halos depend on the point within its cell
 
     def __init__(self, shard: ShardConfig, match: MatchConfig) -> None:
         from matcher.dist.sharding import RegionMap
@@ -112,6 +121,8 @@ class GeoRouter:
 
 class _LoadRouterAdapter:
     """`LoadRouter` behind the `Router` protocol (drivers' positions asked for lazily)."""
+
+    per_cell = True  # its `CellGrid`
 
     def __init__(self, shard: ShardConfig, match: MatchConfig) -> None:
         from matcher.dist.loadmap import LoadRouter
