@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from matcher.core import geo
@@ -250,6 +250,7 @@ def test_partition_and_halo_hold_after_any_sequence_of_rebalances(city):
 
 @settings(max_examples=60, deadline=None)
 @given(cities(), st.integers(1, 40), st.integers(1, 40))
+@example(city=(0.0, -179.99, 0.005, 2, 0, 1, 500.0), h=1, w=2)  # a window starting west of column 0
 def test_a_window_of_halo_cells_answers_as_each_cell_does(city, h, w):
     """`Halo.window` (every cell of a window at once) against `Halo.memberships` of each cell."""
     lat0, lng0, spread, k, seed, _, radius = city

@@ -232,14 +232,14 @@ class Halo:
         instead of an expansion of every block.
         """
         a = self._rows
+        if r0 - a < 0 or r0 + h + a > self._nrows or c0 < 0:
+            return None
         rows = np.arange(r0, r0 + h, dtype=np.uint64)
         edge_cells = geo.interleave(rows, np.full(h, c0, np.uint64), self._hp)
         lat0, lat1, _, _ = geo.bounds_int(edge_cells, self._hp)
         k = self.halo_columns(np.maximum(np.abs(lat0), np.abs(lat1)))
         kmax = int(k.max())
-        if r0 - a < 0 or r0 + h + a > self._nrows or c0 - kmax < 0 or c0 + w + kmax > self._ncols:
-            return None
-        if 2 * kmax + 1 >= self._ncols:
+        if c0 - kmax < 0 or c0 + w + kmax > self._ncols or 2 * kmax + 1 >= self._ncols:
             return None
         # the cell masks of the window and its margin: a rows above and below, kmax columns each side
         rr = np.arange(r0 - a, r0 + h + a, dtype=np.uint64)
