@@ -81,3 +81,54 @@ def test_run_modes_are_decided_in_one_place():
         resolve_target(None, {"RAY_ADDRESS": "127.0.0.1:1"})  # RAY_ADDRESS is used when --address is not
     with pytest.raises(MatcherError, match=r"auto: no Ray cluster started by `ray start`"):
         resolve_target("auto", {"RAY_TMPDIR": "/nonexistent-matcher-test"})
+
+
+_STOP_SCRIPT = """
+import ray
+from matcher.dist.ray_backend import connect, stop_started
+from matcher.dist.runmode import RayTarget
+
+assert connect(RayTarget("embedded", None, loopback=True), quiet=True)
+procs = {kind: [p.process for p in infos] for kind, infos in ray._private.worker._global_node.all_processes.items()}
+monitor = procs["monitor"][0]
+real, seen = ray.shutdown, {}
+
+def shutdown(*a, **k):
+    seen["monitor_alive"] = monitor.poll() is None
+    return real(*a, **k)
+
+ray.shutdown = shutdown
+stop_started(True)
+print(seen["monitor_alive"], sorted(kind for kind, ps in procs.items() for p in ps if p.poll() is None))
+"""
+
+
+def test_the_embedded_ray_stops_its_autoscaler_monitor_first_and_leaves_no_process():
+    """`stop_started`: the monitor is gone before Ray's shutdown starts (else the shutdown waits
+    a second for it), and every process the embedded Ray started has exited afterwards."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="mr-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = _env(RAY_TMPDIR=tmp)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STOP_SCRIPT],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert proc.returncode == 0, err[-3000:]
+    assert out.strip().splitlines()[-1] == "False []", out + err[-2000:]

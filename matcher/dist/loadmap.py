@@ -145,8 +145,8 @@ class LoadRouter:
     def route_requests(self, lat: Any, lng: Any) -> I32Array:
         """Shard of each point: the run of the curve its key falls in; -1 for invalid coordinates.
 
-        The owner of the point's halo cell where a driver's routing has stored it (`CellGrid`)
-        and no cut crosses the cell; the point's own key elsewhere. Same answer either way."""
+        The owner of the point's halo cell where the cell grid holds the cell (`CellGrid`) and
+        no cut crosses it; the run of the point's own key elsewhere. Same answer either way."""
         self._sync()
         shape = np.broadcast_shapes(np.shape(lat), np.shape(lng))
         la, ln = (a.reshape(-1) for a in np.broadcast_arrays(np.asarray(lat, np.float64), np.asarray(lng, np.float64)))
