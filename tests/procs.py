@@ -24,9 +24,14 @@ class Done:
 
 def run_matcher(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> Done:
     """`python -m matcher ARGS` from the repository root, with ``env`` (default: ours)."""
+    return run_python(["-m", "matcher", *args], env, timeout)
+
+
+def run_python(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> Done:
+    """`python ARGS` from the repository root, in a process group of its own, with ``env``."""
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "matcher", *args],
+        [sys.executable, *args],
         env=dict(os.environ) if env is None else env,
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from procs import run_matcher
+from procs import run_matcher, run_python
 
 from matcher.dist.runmode import RayTarget, resolve_target
 from matcher.errors import MatcherError
@@ -107,28 +107,12 @@ def test_the_embedded_ray_stops_its_autoscaler_monitor_first_and_leaves_no_proce
     """`stop_started`: the monitor is gone before Ray's shutdown starts (else the shutdown waits
     a second for it), and every process the embedded Ray started has exited afterwards."""
     import shutil
-    import signal
-    import subprocess
-    import sys
     import tempfile
 
     tmp = tempfile.mkdtemp(prefix="mr-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    env = _env(RAY_TMPDIR=tmp)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _STOP_SCRIPT],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        out, err = proc.communicate(timeout=120)
+        r = run_python(["-c", _STOP_SCRIPT], env=_env(RAY_TMPDIR=tmp), timeout=120)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         shutil.rmtree(tmp, ignore_errors=True)
-    assert proc.returncode == 0, err[-3000:]
-    assert out.strip().splitlines()[-1] == "False []", out + err[-2000:]
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "False []", r.stdout + r.stderr[-2000:]
