@@ -57,9 +57,9 @@ class CellGrid:
         r += c
         if inside.all():
             return self.owner[r], self.mask[r]
-        r[~inside] = 0
         if not self.h:
             return np.full(row.size, UNKNOWN, np.int32), np.zeros(row.size, np.uint64)
+        r[~inside] = 0
         own, mask = self.owner[r], self.mask[r]
         own[~inside] = UNKNOWN
         mask[~inside] = 0

@@ -124,10 +124,10 @@ class LoadRouter:
         """Answer every cell of ``window`` (r0, c0, h, w) in the grid. False, and the grid as it
         was, if there is no window (too wide) or the halo cannot compute it at once (near a
         pole or across the antimeridian)."""
-        got = self.halo.window(*window) if window is not None else None
-        if window is None or got is None:
+        got = None if window is None else self.halo.window(*window)
+        if got is None:
             return False
-        self._grid.fill(window[0], window[1], *got)
+        self._grid.fill(window[0], window[1], *got)  # type: ignore[index]  # got is not None: neither is window
         return True
 
     def _cell_masks(self, cells: U64Array) -> U64Array:

@@ -168,9 +168,8 @@ def stop_started(embedded: bool) -> None:
     nothing to autoscale, so its monitor is killed first (0.36 s in all). Ray keeps that call
     private: if it is not there, the shutdown only takes its usual time.
     """
-    node = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(node, "_global_node", None)
-    kill_monitor = getattr(node, "kill_monitor", None)
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    kill_monitor = getattr(getattr(worker, "_global_node", None), "kill_monitor", None)
     if embedded and callable(kill_monitor):
         try:
             kill_monitor(check_alive=False)
